@@ -1,0 +1,212 @@
+"""The one public HTTP surface: client API, SSE, and /hooks routed to the connectors ingress."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.deps import Gateway
+from gateway.identity import GatewayService
+from gateway.middleware import BodyLimit, Idempotency, RateLimit
+from gateway.routes import channels, contacts, core
+from shared.bus import RpcClient
+from shared.clock import Clock
+from shared.errors import AppError, problem_from_pydantic
+from shared.hub import SERVICES, Hub
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+PROBLEM = "application/problem+json"
+
+
+def resolve_root_token(settings: Settings) -> str:
+    """``CRM_ROOT_TOKEN``, else the token stored under ``CRM_DATA_DIR`` (generated and printed once)."""
+    if settings.root_token:
+        return settings.root_token
+    path = settings.data_dir / "root_token"
+    if path.exists():
+        return path.read_text().strip()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    token = "root_" + secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token)
+    print(f"CRM root token (shown once; stored in {path}): {token}", file=sys.stderr, flush=True)
+    return token
+
+
+def problem(err: AppError) -> JSONResponse:
+    return JSONResponse(err.to_problem(), status_code=err.status, media_type=PROBLEM, headers=err.headers)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    services: list[str] | None = None,
+    mongo_url: str | None = None,
+    clock: Clock | None = None,
+) -> FastAPI:
+    """The gateway app; with ``services`` (default: all) it hosts those services in-process."""
+    settings = settings or Settings()
+    names = list(SERVICES) if services is None else services
+    url = mongo_url or settings.mongo_url
+    if not url:
+        raise RuntimeError("no MongoDB URL: set CRM_MONGO_URL or run through `crm run`")
+    hub = Hub(settings, names, mongo_url=url, clock=clock)
+    identity = GatewayService(hub.runtime)
+    hub.add(identity)
+    rpc = RpcClient(settings.rabbit_url, hub.runtime.topology, settings.rpc_timeout_s)
+    gw = Gateway(settings, hub, identity, rpc, resolve_root_token(settings))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await hub.start()
+        await rpc.start()
+        try:
+            yield
+        finally:
+            await rpc.stop()
+            await hub.stop()
+
+    app = FastAPI(
+        title="CRM hub",
+        version="1.0.0",
+        description="Every customer touch on one card: client API, hooks, live events.",
+        lifespan=lifespan,
+    )
+    app.state.gateway = gw
+
+    @app.exception_handler(AppError)
+    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
+        return problem(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        bad_json = [e for e in exc.errors() if e.get("type") == "json_invalid"]
+        if bad_json:
+            return problem(
+                AppError("The request body is not valid JSON.", code="malformed_json", title="Malformed body")
+            )
+        return problem(problem_from_pydantic(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(
+            AppError(
+                str(exc.detail), status=exc.status_code, code=f"http_{exc.status_code}", title=str(exc.detail)
+            )
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return problem(AppError("Internal error.", status=500, code="internal", title="Internal error"))
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["ops"])
+    async def ready() -> JSONResponse:
+        state = await hub.readiness()
+        if not rpc._conn:
+            state["missing"].append("rpc")
+            state["ready"] = False
+        return JSONResponse(state, status_code=200 if state["ready"] else 503)
+
+    app.include_router(core.router)
+    app.include_router(channels.router)
+    app.include_router(contacts.router)
+
+    connectors = hub.services.get("connectors")
+    if connectors is not None:
+        app.mount("/hooks", connectors.ingress_app())  # type: ignore[attr-defined]
+    else:
+        _proxy_hooks(app, settings)
+    _document_hooks(app)
+
+    app.add_middleware(Idempotency, collection=lambda: identity.db.idempotency, clock=hub.runtime.clock)
+    app.add_middleware(RateLimit, rate=settings.rate_limit, burst=settings.burst)
+    app.add_middleware(BodyLimit, max_body=settings.max_body)
+    return app
+
+
+def _proxy_hooks(app: FastAPI, settings: Settings) -> None:
+    """When connectors runs in another process, /hooks is passed through to its ingress."""
+    target = (settings.connectors_url or "http://127.0.0.1:8001").rstrip("/")
+
+    @app.api_route("/hooks/{rest:path}", methods=["GET", "POST", "PUT"], include_in_schema=False)
+    async def hooks_proxy(rest: str, request: Request) -> Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            upstream = await client.request(
+                request.method,
+                f"{target}/{rest}",
+                params=request.url.query,
+                headers=headers,
+                content=await request.body(),
+            )
+        return Response(
+            upstream.content, upstream.status_code, media_type=upstream.headers.get("content-type")
+        )
+
+
+def _document_hooks(app: FastAPI) -> None:
+    """The mounted ingress is not in FastAPI's schema by itself: describe it for clients."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        op = {
+            "tags": ["hooks"],
+            "summary": "Inbound hook of a channel (any sub-path, e.g. Mango's /events/call)",
+            "parameters": [
+                {"name": "channel_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "requestBody": {"required": False, "content": {"*/*": {"schema": {}}}},
+            "responses": {
+                "200": {"description": "Durably accepted, or a handshake answered"},
+                "400": {
+                    "description": "Unparseable body",
+                    "content": {PROBLEM: {"schema": {"type": "object"}}},
+                },
+                "401": {"description": "Bad signature", "content": {PROBLEM: {"schema": {"type": "object"}}}},
+                "404": {
+                    "description": "No such channel",
+                    "content": {PROBLEM: {"schema": {"type": "object"}}},
+                },
+                "413": {
+                    "description": "Body too large",
+                    "content": {PROBLEM: {"schema": {"type": "object"}}},
+                },
+                "415": {
+                    "description": "Wrong content type",
+                    "content": {PROBLEM: {"schema": {"type": "object"}}},
+                },
+                "422": {
+                    "description": "Parseable but invalid",
+                    "content": {PROBLEM: {"schema": {"type": "object"}}},
+                },
+            },
+        }
+        schema.setdefault("paths", {})["/hooks/{channel_id}"] = {
+            "get": {**op, "operationId": "hook_get"},
+            "post": {**op, "operationId": "hook_post"},
+        }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

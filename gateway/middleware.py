@@ -1,0 +1,230 @@
+"""Cross-cutting HTTP concerns as plain ASGI middleware (streaming responses stay streaming).
+
+- :class:`BodyLimit`: 413 over ``CRM_MAX_BODY`` (by Content-Length, or while reading a chunked body).
+- :class:`RateLimit`: a token bucket per API key (or client address); 429 with ``Retry-After``.
+- :class:`Idempotency`: ``Idempotency-Key`` on POST: the same key and body within 24 h answer the
+  first response again; the same key with another body is a 422.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.clock import Clock
+from shared.errors import AppError, Conflict, ValidationFailed
+
+PROBLEM = b"application/problem+json"
+
+
+async def send_problem(send: Send, err: AppError) -> None:
+    body = json.dumps(err.to_problem()).encode()
+    headers = [(b"content-type", PROBLEM), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope.get("headers", []):
+        if k == name:
+            return str(v.decode("latin-1"))
+    return None
+
+
+class TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    def _error(self) -> AppError:
+        return AppError(
+            f"The request body exceeds {self.max_body} bytes.",
+            status=413,
+            code="payload_too_large",
+            title="Payload too large",
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = _header(scope, b"content-length")
+        if length and length.isdigit() and int(length) > self.max_body:
+            await send_problem(send, self._error())
+            return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except TooLarge:
+            if not started:
+                await send_problem(send, self._error())
+
+
+class RateLimit:
+    """Token bucket per API key: ``rate`` tokens a second, up to ``burst``."""
+
+    def __init__(self, app: ASGIApp, rate: float, burst: int, prefixes: tuple[str, ...] = ("/api/",)) -> None:
+        self.app = app
+        self.rate = rate
+        self.burst = burst
+        self.prefixes = prefixes
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str, now: float) -> float:
+        """0 when allowed, else seconds until a token is there."""
+        tokens, last = self.buckets.get(key, (float(self.burst), now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens >= 1:
+            self.buckets[key] = (tokens - 1, now)
+            return 0.0
+        self.buckets[key] = (tokens, now)
+        return (1 - tokens) / self.rate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefixes) or self.rate <= 0:
+            await self.app(scope, receive, send)
+            return
+        auth = _header(scope, b"authorization")
+        client = scope.get("client") or ("?", 0)
+        key = hashlib.sha256(auth.encode()).hexdigest() if auth else f"ip:{client[0]}"
+        wait = self.take(key, time.monotonic())
+        if wait > 0:
+            await send_problem(
+                send,
+                AppError(
+                    f"More than {self.rate:g} requests a second for this API key.",
+                    status=429,
+                    code="rate_limited",
+                    title="Too many requests",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                ),
+            )
+            return
+        if len(self.buckets) > 100_000:
+            self.buckets.clear()
+        await self.app(scope, receive, send)
+
+
+class Idempotency:
+    """Replays the first response for a repeated ``Idempotency-Key`` (per API key, 24 h)."""
+
+    def __init__(self, app: ASGIApp, collection: Callable[[], Any], clock: Clock, ttl_s: int = 86400) -> None:
+        self.app = app
+        self.collection = collection
+        self.clock = clock
+        self.ttl = timedelta(seconds=ttl_s)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        idem = _header(scope, b"idempotency-key") if scope["type"] == "http" else None
+        if not idem or scope["method"] != "POST" or not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        auth = _header(scope, b"authorization") or ""
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        digest = hashlib.sha256(scope["path"].encode() + b"\0" + body).hexdigest()
+        doc_id = hashlib.sha256(f"{auth}\0{idem}".encode()).hexdigest()
+        coll = self.collection()
+        now = self.clock.now()
+        try:
+            await coll.insert_one(
+                {"_id": doc_id, "hash": digest, "state": "pending", "expires_at": now + self.ttl}
+            )
+        except DuplicateKeyError:
+            doc = await coll.find_one({"_id": doc_id})
+            if doc and doc["hash"] != digest:
+                await send_problem(
+                    send,
+                    ValidationFailed(
+                        {"Idempotency-Key": "was used with a different request body"},
+                        detail="This Idempotency-Key was already used with a different request.",
+                    ),
+                )
+                return
+            if doc and doc.get("state") == "done":
+                headers = [(k.encode(), v.encode()) for k, v in doc["headers"]]
+                headers.append((b"idempotent-replayed", b"true"))
+                await send({"type": "http.response.start", "status": doc["status"], "headers": headers})
+                await send({"type": "http.response.body", "body": doc["body"]})
+                return
+            await send_problem(send, Conflict("A request with this Idempotency-Key is still in progress."))
+            return
+
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        status = 500
+        headers: list[tuple[str, str]] = []
+        chunks: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            nonlocal status, headers
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k.decode(), v.decode("latin-1")) for k, v in message.get("headers", [])]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, replay, capture)
+        finally:
+            if status < 500:
+                await coll.update_one(
+                    {"_id": doc_id},
+                    {
+                        "$set": {
+                            "state": "done",
+                            "status": status,
+                            "headers": headers,
+                            "body": b"".join(chunks),
+                        }
+                    },
+                )
+            else:  # a failure is not remembered: the client may retry with the same key
+                await coll.delete_one({"_id": doc_id})
+
+
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]

@@ -1,0 +1,468 @@
+"""The connectors service: channels, the hook ingress, parsing and normalisation of every touch."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+
+from gateway.middleware import BodyLimit
+from services.common.access import must, require_admin, tenant_of
+from services.connectors.adapters import HOOK_KINDS, get_adapter
+from services.connectors.adapters.base import (
+    Captured,
+    ChannelView,
+    HookError,
+    HookOutcome,
+    RawRequest,
+    RetryLater,
+)
+from services.connectors.normalise import normalise
+from shared.clock import as_utc, iso, new_id
+from shared.errors import AppError, NotFound, ServiceUnavailable, ValidationFailed
+from shared.events import Envelope, make_event
+from shared.mongo import UnitOfWork
+from shared.pagination import clamp_limit, decode_cursor, page
+from shared.service import Service
+
+log = logging.getLogger(__name__)
+
+KINDS = (*HOOK_KINDS, "imap")
+REQUIRED_SECRETS: dict[str, tuple[str, ...]] = {
+    "twilio": ("auth_token",),
+    "zadarma": ("api_secret",),
+    "mango": ("api_key", "api_salt"),
+    "typeform": ("secret",),
+    "webflow": ("secret",),
+    "meta_leads": ("app_secret", "verify_token", "page_access_token"),
+    "google_ads": ("key",),
+    "vk": ("confirmation",),
+    "imap": ("password",),
+}
+REQUIRED_CONFIG: dict[str, tuple[str, ...]] = {"imap": ("host", "username")}
+CONSUMER_HOOKS = "connectors.hooks"
+PROBLEM = "application/problem+json"
+ENRICH_GIVE_UP = timedelta(hours=24)
+
+
+def problem(err: AppError) -> JSONResponse:
+    return JSONResponse(err.to_problem(), status_code=err.status, media_type=PROBLEM)
+
+
+class ConnectorsService(Service):
+    name = "connectors"
+    indexes: ClassVar = {
+        "channels": [IndexModel([("tenant_id", ASCENDING), ("_id", DESCENDING)])],
+        "rejected_hooks": [
+            IndexModel([("channel_id", ASCENDING), ("at", DESCENDING)]),
+            IndexModel([("at", ASCENDING)], expireAfterSeconds=30 * 24 * 3600),
+        ],
+        "deferred": [IndexModel([("next_at", ASCENDING)])],
+    }
+
+    def setup(self) -> None:
+        self._channel_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.http: httpx.AsyncClient | None = None
+        self.on("hook.received", self.on_hook_received, consumer=CONSUMER_HOOKS)
+        self.on("tenant.settings_changed", self.on_settings_changed)
+        for name in ("create_channel", "list_channels", "get_channel", "update_channel"):
+            self.rpc.method(name)(getattr(self, name))
+
+    async def on_start(self) -> None:
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+        self._tasks.append(asyncio.create_task(self._deferred_loop(), name="connectors-deferred"))
+
+    async def on_stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        if self.http:
+            await self.http.aclose()
+
+    # ---- channels (RPC) ---------------------------------------------------------------------
+
+    def webhook_url(self, channel_id: str) -> str:
+        return f"{self.settings.base_url}/hooks/{channel_id}"
+
+    def view(self, doc: dict[str, Any]) -> dict[str, Any]:
+        health = dict(doc.get("health") or {})
+        for k in ("last_success_at", "last_error_at"):
+            health[k] = iso(health.get(k))
+        health.setdefault("received", 0)
+        health.setdefault("rejected", 0)
+        health.setdefault("last_error", None)
+        return {
+            "id": doc["_id"],
+            "kind": doc["kind"],
+            "name": doc["name"],
+            "webhook_url": self.webhook_url(doc["_id"]),
+            "intake": doc.get("intake", "inbox"),
+            "owner_id": doc.get("owner_id"),
+            "config": doc.get("config", {}),
+            "secrets_set": sorted(doc.get("secret_names", [])),
+            "active": doc.get("active", True),
+            "health": health,
+            "created_at": iso(doc.get("created_at")),
+        }
+
+    def _check(self, kind: str, config: dict[str, Any], secrets: dict[str, str]) -> None:
+        errors: dict[str, str] = {}
+        if kind not in KINDS:
+            errors["kind"] = "unknown channel kind"
+        for name in REQUIRED_SECRETS.get(kind, ()):
+            if not secrets.get(name):
+                errors[f"secrets.{name}"] = f"is required for {kind}"
+        for name in REQUIRED_CONFIG.get(kind, ()):
+            if not config.get(name):
+                errors[f"config.{name}"] = f"is required for {kind}"
+        if errors:
+            raise ValidationFailed(errors)
+
+    async def create_channel(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+        require_admin(ctx)
+        body = args["body"]
+        secrets = {k: str(v) for k, v in (body.get("secrets") or {}).items()}
+        config = body.get("config") or {}
+        self._check(body["kind"], config, secrets)
+        doc = {
+            "_id": new_id(),
+            "tenant_id": tenant_of(ctx),
+            "kind": body["kind"],
+            "name": body["name"],
+            "config": config,
+            "secrets_enc": self.rt.secrets.seal(secrets),
+            "secret_names": sorted(secrets),
+            "intake": body.get("intake") or "inbox",
+            "owner_id": body.get("owner_id"),
+            "active": True,
+            "health": {"received": 0, "rejected": 0},
+            "created_at": self.clock.now(),
+        }
+
+        async def unit(uow: UnitOfWork) -> None:
+            await uow.db.channels.insert_one(doc, session=uow.session)
+            uow.emit("channel.created", doc["tenant_id"], {"channel_id": doc["_id"], "kind": doc["kind"]})
+
+        await self.store.atomic(unit)
+        return self.view(doc)
+
+    async def list_channels(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+        limit = clamp_limit(args.get("limit"))
+        flt: dict[str, Any] = {"tenant_id": tenant_of(ctx)}
+        after = decode_cursor(args.get("cursor"))
+        if after:
+            flt["_id"] = {"$lt": after[0]}
+        docs = await self.db.channels.find(flt).sort("_id", DESCENDING).limit(limit + 1).to_list(limit + 1)
+        return page([self.view(d) for d in docs], limit, lambda it: [it["id"]])
+
+    async def get_channel(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+        doc = must(
+            await self.db.channels.find_one({"tenant_id": tenant_of(ctx), "_id": args["channel_id"]}),
+            "channel",
+        )
+        return self.view(doc)
+
+    async def update_channel(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+        require_admin(ctx)
+        flt = {"tenant_id": tenant_of(ctx), "_id": args["channel_id"]}
+        doc = must(await self.db.channels.find_one(flt), "channel")
+        changes = dict(args.get("changes") or {})
+        update: dict[str, Any] = {
+            k: changes[k]
+            for k in ("name", "config", "intake", "owner_id", "active")
+            if (k in changes and changes[k] is not None) or (k == "owner_id" and k in changes)
+        }
+        secrets = self.rt.secrets.open(doc.get("secrets_enc"))
+        if changes.get("secrets") is not None:
+            secrets = {**secrets, **{k: str(v) for k, v in changes["secrets"].items()}}
+            update["secrets_enc"] = self.rt.secrets.seal(secrets)
+            update["secret_names"] = sorted(secrets)
+        self._check(doc["kind"], update.get("config", doc.get("config", {})), secrets)
+        if update:
+            await self.db.channels.update_one(flt, {"$set": update})
+        self._channel_cache.pop(doc["_id"], None)
+        return self.view({**doc, **update})
+
+    async def on_settings_changed(self, env: Envelope) -> None:
+        await self.db.tenants.update_one(
+            {"_id": env.tenant_id}, {"$set": {"settings": env.payload["settings"]}}, upsert=True
+        )
+
+    async def region(self, tenant_id: str) -> str:
+        doc = await self.db.tenants.find_one({"_id": tenant_id})
+        return str(((doc or {}).get("settings") or {}).get("default_region") or "RU")
+
+    # ---- hook ingress -----------------------------------------------------------------------
+
+    async def channel(self, channel_id: str, *, fresh: bool = False) -> dict[str, Any] | None:
+        hit = self._channel_cache.get(channel_id)
+        if hit and hit[0] > time.monotonic() and not fresh:
+            return hit[1]
+        doc = await self.db.channels.find_one({"_id": channel_id})
+        if doc is not None:
+            self._channel_cache[channel_id] = (time.monotonic() + 5.0, doc)
+        return doc
+
+    def channel_view(self, doc: dict[str, Any]) -> ChannelView:
+        return ChannelView(
+            id=doc["_id"],
+            tenant_id=doc["tenant_id"],
+            kind=doc["kind"],
+            config=doc.get("config", {}),
+            secrets=self.rt.secrets.open(doc.get("secrets_enc")),
+        )
+
+    async def _health(
+        self, channel_id: str, ok: bool, error: str | None = None, counter: str | None = None
+    ) -> None:
+        now = self.clock.now()
+        inc = {f"health.{counter or ('received' if ok else 'rejected')}": 1}
+        st: dict[str, Any] = (
+            {"health.last_success_at": now}
+            if ok
+            else {"health.last_error_at": now, "health.last_error": error}
+        )
+        await self.db.channels.update_one({"_id": channel_id}, {"$inc": inc, "$set": st})
+
+    def ingress_app(self) -> FastAPI:
+        """The HTTP app behind ``/hooks``: mounted by the gateway, or served on its own."""
+        app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+        @app.api_route("/{channel_id}", methods=["GET", "POST", "PUT"])
+        @app.api_route("/{channel_id}/{subpath:path}", methods=["GET", "POST", "PUT"])
+        async def hook(channel_id: str, request: Request, subpath: str = "") -> Response:
+            return await self.receive_hook(channel_id, subpath, request)
+
+        app.add_middleware(BodyLimit, max_body=self.settings.max_body)
+        return app
+
+    async def receive_hook(self, channel_id: str, subpath: str, request: Request) -> Response:
+        doc = await self.channel(channel_id)
+        if doc is None or not doc.get("active", True) or doc["kind"] not in HOOK_KINDS:
+            return problem(NotFound("channel"))
+        adapter = get_adapter(doc["kind"])
+        if adapter is None:
+            return problem(
+                AppError(
+                    f"The {doc['kind']} adapter is not available.",
+                    status=501,
+                    code="not_implemented",
+                    title="Not implemented",
+                )
+            )
+        body = await request.body()
+        query = request.url.query
+        sub = f"/{subpath}" if subpath else ""
+        raw = RawRequest(
+            method=request.method,
+            url=f"{self.settings.base_url}/hooks/{channel_id}{sub}" + (f"?{query}" if query else ""),
+            subpath=sub,
+            query=query,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+        )
+        now = self.clock.now()
+        try:
+            outcome = adapter.handle(self.channel_view(doc), raw, now)
+        except HookError as exc:
+            await self._reject(doc, raw, exc, now)
+            err = AppError(
+                exc.detail,
+                status=exc.status,
+                title=exc.title,
+                errors=exc.errors or None,
+                code=f"hook_{exc.status}",
+            )
+            return problem(err)
+        except Exception:  # an adapter bug must not lose the lead: keep it, answer 500
+            log.exception("adapter crashed", extra={"channel_id": channel_id, "kind": doc["kind"]})
+            await self._reject(doc, raw, HookError(500, "Adapter error", "adapter crashed"), now)
+            return problem(AppError("Internal error.", status=500, code="internal"))
+        if outcome.durable and not outcome.discarded:
+            env = make_event(
+                "hook.received",
+                tenant_id=doc["tenant_id"],
+                producer=self.name,
+                payload={
+                    "channel_id": channel_id,
+                    "method": raw.method,
+                    "url": raw.url,
+                    "subpath": raw.subpath,
+                    "query": raw.query,
+                    "headers": dict(raw.headers),
+                    "body_b64": base64.b64encode(body).decode(),
+                    "received_at": now.isoformat(),
+                },
+            )
+            try:
+                await self.rt.publisher.publish(env, mandatory=True)
+            except Exception:
+                log.exception("hook not durably accepted", extra={"channel_id": channel_id})
+                return problem(ServiceUnavailable("The hook could not be stored; retry later."))
+            await self._health(channel_id, True)
+        elif outcome.discarded:
+            await self._health(channel_id, True, counter=f"discarded_{outcome.discarded}")
+        resp = outcome.response
+        return Response(resp.body, status_code=resp.status, media_type=resp.content_type)
+
+    async def _reject(self, doc: dict[str, Any], raw: RawRequest, exc: HookError, now: datetime) -> None:
+        await self.db.rejected_hooks.insert_one(
+            {
+                "_id": new_id(),
+                "tenant_id": doc["tenant_id"],
+                "channel_id": doc["_id"],
+                "at": now,
+                "status": exc.status,
+                "reason": exc.title,
+                "method": raw.method,
+                "subpath": raw.subpath,
+                "query": raw.query,
+                "headers": dict(raw.headers),
+                "body": raw.body[: self.settings.max_body],
+            }
+        )
+        await self._health(doc["_id"], False, error=f"{exc.status} {exc.title}")
+
+    # ---- after the durable accept -----------------------------------------------------------
+
+    @staticmethod
+    def _raw_from(payload: dict[str, Any]) -> tuple[RawRequest, datetime]:
+        raw = RawRequest(
+            method=payload["method"],
+            url=payload["url"],
+            subpath=payload.get("subpath", ""),
+            query=payload.get("query", ""),
+            headers=payload.get("headers", {}),
+            body=base64.b64decode(payload["body_b64"]),
+        )
+        return raw, as_utc(datetime.fromisoformat(payload["received_at"]))
+
+    async def on_hook_received(self, env: Envelope) -> None:
+        payload = env.payload
+        doc = await self.channel(payload["channel_id"], fresh=True)
+        if doc is None:
+            log.warning("hook for a deleted channel dropped", extra={"channel_id": payload["channel_id"]})
+            return
+        adapter = get_adapter(doc["kind"])
+        if adapter is None:
+            raise RuntimeError(f"no adapter for {doc['kind']}")
+        raw, received_at = self._raw_from(payload)
+        view = self.channel_view(doc)
+        try:
+            outcome = adapter.handle(view, raw, received_at)
+        except HookError as exc:  # secrets rotated in between: keep it for inspection
+            await self._reject(doc, raw, exc, received_at)
+            return
+        items = list(outcome.items)
+        if outcome.needs_enrichment:
+            try:
+                items += list(await adapter.enrich(view, outcome, self.http, received_at))
+            except RetryLater as exc:
+                await self._defer(env, str(exc))
+                return
+        await self._emit(env, doc, items)
+
+    async def _emit(self, env: Envelope, doc: dict[str, Any], items: list[Captured]) -> None:
+        region = await self.region(doc["tenant_id"])
+        captured = [normalise(item, doc, region) for item in items]
+
+        async def unit(uow: UnitOfWork) -> None:
+            for item, payload in zip(items, captured, strict=True):
+                uow.emit(
+                    "interaction.captured",
+                    doc["tenant_id"],
+                    payload,
+                    idempotency_key=item.idempotency_key,
+                    caused_by=env,
+                )
+
+        await self.store.consume(env, CONSUMER_HOOKS, unit)
+
+    async def _defer(self, env: Envelope, reason: str) -> None:
+        now = self.clock.now()
+        await self.db.deferred.update_one(
+            {"_id": env.event_id},
+            {
+                "$setOnInsert": {
+                    "envelope": env.model_dump(mode="json"),
+                    "first_at": now,
+                    "attempts": 0,
+                    "next_at": now + timedelta(seconds=5),
+                    "reason": reason[:200],
+                }
+            },
+            upsert=True,
+        )
+
+    async def retry_deferred(self) -> int:
+        """Retry enrichments whose provider was not ready; give up (and say so) after 24 h."""
+        done = 0
+        while True:
+            now = self.clock.now()
+            doc = await self.db.deferred.find_one_and_update(
+                {"next_at": {"$lte": now}, "failed": {"$ne": True}},
+                {"$set": {"next_at": now + timedelta(minutes=5)}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is None:
+                return done
+            env = Envelope.model_validate(doc["envelope"])
+            channel = await self.channel(env.payload["channel_id"], fresh=True)
+            adapter = get_adapter(channel["kind"]) if channel else None
+            if channel is None or adapter is None:
+                await self.db.deferred.delete_one({"_id": doc["_id"]})
+                continue
+            raw, received_at = self._raw_from(env.payload)
+            view = self.channel_view(channel)
+            try:
+                outcome: HookOutcome = adapter.handle(view, raw, received_at)
+                items = list(outcome.items) + list(
+                    await adapter.enrich(view, outcome, self.http, received_at)
+                )
+            except RetryLater as exc:
+                attempts = doc["attempts"] + 1
+                failed = now - as_utc(doc["first_at"]) > ENRICH_GIVE_UP
+                await self.db.deferred.update_one(
+                    {"_id": doc["_id"]},
+                    {
+                        "$set": {
+                            "attempts": attempts,
+                            "reason": str(exc)[:200],
+                            "failed": failed,
+                            "next_at": now + timedelta(seconds=min(3600, 5 * 2**attempts)),
+                        }
+                    },
+                )
+                if failed:
+                    await self._health(channel["_id"], False, error="enrichment failed for 24 h")
+                continue
+            except HookError:
+                await self.db.deferred.delete_one({"_id": doc["_id"]})
+                continue
+            await self._emit(env, channel, items)
+            await self.db.deferred.delete_one({"_id": doc["_id"]})
+            done += 1
+
+    async def _deferred_loop(self) -> None:
+        while True:
+            try:
+                await self.retry_deferred()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("deferred enrichment pass failed", exc_info=True)
+            await asyncio.sleep(2.0)

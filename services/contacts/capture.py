@@ -1,0 +1,297 @@
+"""From a captured touch to the customer card: resolve identity, then timeline, inbox or new contact.
+
+Runs once per event (the processed marker is written in the same transaction as the effect), and
+is idempotent on the business fact too: the provider's event key is kept on the timeline item, so
+the same call or lead captured twice leaves one item. Events about one real-world thing (a call's
+start, end and recording) share a ``subject_key`` and are merged into one item in any order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from services.contacts.model import search_words, source_of
+from shared.clock import as_utc, new_id
+from shared.events import (
+    ContactCreated,
+    Envelope,
+    InboxItemOpened,
+    InteractionCaptured,
+    InteractionRecorded,
+)
+from shared.mongo import UnitOfWork
+
+FINAL_CALL = ("answered", "missed", "busy", "failed")
+
+
+def merge_data(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Fold a later-or-earlier event of the same subject into the item's data."""
+    out = dict(old)
+    for key, value in new.items():
+        if value is None:
+            continue
+        if key == "status" and out.get("status") in FINAL_CALL and value not in FINAL_CALL:
+            continue  # a late "ringing" never undoes a final status
+        if key == "duration_s" and isinstance(out.get(key), int | float):
+            out[key] = max(out[key], value)
+            continue
+        out[key] = value
+    return out
+
+
+async def find_candidates(
+    uow: UnitOfWork, tenant_id: str, phones: list[str], emails: list[str]
+) -> list[dict[str, Any]]:
+    """Contacts sharing a phone or an email, most recently active first (index-backed lookups)."""
+    ors: list[dict[str, Any]] = []
+    if phones:
+        ors.append({"phones": {"$in": phones}})
+    if emails:
+        ors.append({"emails": {"$in": emails}})
+    if not ors:
+        return []
+    found: dict[str, dict[str, Any]] = {}
+    for clause in ors:  # one indexed query per identity kind
+        cursor = uow.db.contacts.find(
+            {"tenant_id": tenant_id, "state": "active", **clause}, session=uow.session
+        ).limit(20)
+        for doc in await cursor.to_list(length=20):
+            found[doc["_id"]] = doc
+    return sorted(
+        found.values(), key=lambda d: as_utc(d.get("last_activity_at") or d["created_at"]), reverse=True
+    )
+
+
+async def upsert_timeline_item(
+    uow: UnitOfWork, tenant_id: str, contact_id: str, ic: InteractionCaptured, key: str
+) -> tuple[dict[str, Any], bool, bool]:
+    """Append or merge; returns (item, changed, first_of_subject)."""
+    subject = ic.subject_key or key
+    existing = await uow.db.timeline.find_one(
+        {"tenant_id": tenant_id, "subject_key": subject}, session=uow.session
+    )
+    if existing is not None:
+        if key in existing.get("event_keys", []):
+            return existing, False, False
+        occurred = min(as_utc(existing["occurred_at"]), ic.occurred_at)
+        data = merge_data(existing.get("data", {}), ic.data)
+        final_now = (
+            data.get("status") in FINAL_CALL and existing.get("data", {}).get("status") not in FINAL_CALL
+        )
+        summary = ic.summary if final_now or not existing.get("summary") else existing["summary"]
+        update = {
+            "$set": {"occurred_at": occurred, "data": data, "summary": summary, "updated_at": uow.now},
+            "$addToSet": {"event_keys": key},
+        }
+        await uow.db.timeline.update_one({"_id": existing["_id"]}, update, session=uow.session)
+        existing.update(occurred_at=occurred, data=data, summary=summary)
+        return existing, True, False
+    item = {
+        "_id": new_id(),
+        "tenant_id": tenant_id,
+        "contact_id": contact_id,
+        "kind": ic.kind,
+        "direction": ic.direction,
+        "occurred_at": ic.occurred_at,
+        "channel_id": ic.channel_id,
+        "summary": ic.summary,
+        "data": ic.data,
+        "subject_key": subject,
+        "event_keys": [key],
+        "created_at": uow.now,
+        "updated_at": uow.now,
+    }
+    await uow.db.timeline.insert_one(item, session=uow.session)
+    return item, True, True
+
+
+async def capture(uow: UnitOfWork, env: Envelope) -> None:
+    ic: InteractionCaptured = env.parsed()
+    tenant = env.tenant_id
+    key = env.idempotency_key or env.event_id
+    phones, emails = list(ic.sender.phones), list(ic.sender.emails)
+    candidates = await find_candidates(uow, tenant, phones, emails)
+
+    if candidates:
+        contact = candidates[0]
+        if len(candidates) > 1:
+            await uow.db.possible_duplicates.update_one(
+                {"tenant_id": tenant, "ids": sorted(c["_id"] for c in candidates[:5])},
+                {"$setOnInsert": {"_id": new_id(), "created_at": uow.now, "reason": "shared identity"}},
+                upsert=True,
+                session=uow.session,
+            )
+        await _record(uow, env, ic, key, contact, new_contact=False)
+        return
+
+    if ic.intake == "inbox":
+        await _open_inbox_item(uow, env, ic, key)
+        return
+
+    contact = await create_contact_doc(
+        uow,
+        tenant,
+        name=ic.sender.name,
+        phones=phones,
+        emails=emails,
+        owner_id=ic.channel_owner_id,
+        source=source_of(ic.channel_id, ic.kind, ic.utm),
+        extra={"raw_phones": list(ic.sender.raw_phones)},
+    )
+    uow.emit(
+        "contact.created",
+        tenant,
+        ContactCreated(
+            contact_id=contact["_id"],
+            owner_id=contact.get("owner_id"),
+            source=contact["source"],
+            channel_owner_id=ic.channel_owner_id,
+        ),
+        caused_by=env,
+        idempotency_key=f"contact:{contact['_id']}",
+    )
+    await _record(uow, env, ic, key, contact, new_contact=True)
+
+
+async def create_contact_doc(
+    uow: UnitOfWork,
+    tenant: str,
+    *,
+    name: str | None,
+    phones: list[str],
+    emails: list[str],
+    owner_id: str | None,
+    source: dict[str, Any] | None,
+    extra: dict[str, Any] | None = None,
+    claim_identities: bool = True,
+) -> dict[str, Any]:
+    """Insert a contact. Auto-created contacts claim their phones/emails in ``identities`` (unique
+    ids), so two replicas capturing the same new person at once cannot both create it: the loser's
+    transaction fails and its retry finds the winner's contact."""
+    now = uow.now
+    contact = {
+        "_id": new_id(),
+        "tenant_id": tenant,
+        "name": name,
+        "phones": phones,
+        "emails": emails,
+        "company_id": None,
+        "owner_id": owner_id,
+        "tags": [],
+        "custom": {},
+        "source": source,
+        "state": "active",
+        "search": search_words(name, phones, emails),
+        "created_at": now,
+        "updated_at": now,
+        "last_activity_at": now,
+        **(extra or {}),
+    }
+    if claim_identities and (phones or emails):
+        try:
+            await uow.db.identities.insert_many(
+                [{"_id": f"{tenant}:p:{p}", "contact_id": contact["_id"]} for p in phones]
+                + [{"_id": f"{tenant}:e:{e}", "contact_id": contact["_id"]} for e in emails],
+                session=uow.session,
+            )
+        except DuplicateKeyError as exc:
+            raise IdentityRace() from exc
+    await uow.db.contacts.insert_one(contact, session=uow.session)
+    return contact
+
+
+class IdentityRace(Exception):
+    """Another capture created this person first; retrying finds it."""
+
+
+async def _record(
+    uow: UnitOfWork,
+    env: Envelope,
+    ic: InteractionCaptured,
+    key: str,
+    contact: dict[str, Any],
+    *,
+    new_contact: bool,
+) -> None:
+    item, changed, first = await upsert_timeline_item(uow, env.tenant_id, contact["_id"], ic, key)
+    if not changed:
+        return
+    last = max(as_utc(contact.get("last_activity_at") or contact["created_at"]), ic.occurred_at)
+    await uow.db.contacts.update_one(
+        {"_id": contact["_id"], "tenant_id": env.tenant_id},
+        {"$set": {"last_activity_at": last}},
+        session=uow.session,
+    )
+    uow.emit(
+        "interaction.recorded",
+        env.tenant_id,
+        InteractionRecorded(
+            interaction_id=item["_id"],
+            contact_id=contact["_id"],
+            owner_id=contact.get("owner_id"),
+            channel_id=ic.channel_id,
+            channel_kind=ic.channel_kind,
+            channel_owner_id=ic.channel_owner_id,
+            kind=ic.kind,
+            direction=ic.direction,
+            occurred_at=as_utc(item["occurred_at"]),
+            data=item["data"],
+            is_new_contact=new_contact,
+            first_of_subject=first,
+        ),
+        caused_by=env,
+        idempotency_key=f"recorded:{key}",
+    )
+
+
+async def _open_inbox_item(uow: UnitOfWork, env: Envelope, ic: InteractionCaptured, key: str) -> None:
+    subject = ic.subject_key or key
+    existing = await uow.db.inbox.find_one(
+        {"tenant_id": env.tenant_id, "interaction.subject_key": subject}, session=uow.session
+    )
+    if existing is not None:
+        inter = existing["interaction"]
+        if key in inter.get("event_keys", []):
+            return
+        inter["data"] = merge_data(inter.get("data", {}), ic.data)
+        inter["occurred_at"] = min(as_utc(inter["occurred_at"]), ic.occurred_at)
+        inter["event_keys"] = [*inter.get("event_keys", []), key]
+        await uow.db.inbox.update_one(
+            {"_id": existing["_id"]}, {"$set": {"interaction": inter}}, session=uow.session
+        )
+        return
+    item_id = new_id()
+    await uow.db.inbox.insert_one(
+        {
+            "_id": item_id,
+            "tenant_id": env.tenant_id,
+            "status": "pending",
+            "channel_id": ic.channel_id,
+            "channel_kind": ic.channel_kind,
+            "channel_owner_id": ic.channel_owner_id,
+            "received_at": uow.now,
+            "sender": ic.sender.model_dump(),
+            "utm": ic.utm,
+            "interaction": {
+                "kind": ic.kind,
+                "direction": ic.direction,
+                "occurred_at": ic.occurred_at,
+                "channel_id": ic.channel_id,
+                "summary": ic.summary,
+                "data": ic.data,
+                "subject_key": subject,
+                "event_keys": [key],
+            },
+            "contact_id": None,
+        },
+        session=uow.session,
+    )
+    uow.emit(
+        "inbox.item_opened",
+        env.tenant_id,
+        InboxItemOpened(item_id=item_id, channel_id=ic.channel_id, kind=ic.kind),
+        caused_by=env,
+        idempotency_key=f"inbox:{key}",
+    )

@@ -1,0 +1,240 @@
+"""MongoDB plumbing: one database per service, atomic units of work with an outbox.
+
+A state change and the event announcing it are written in one transaction (the event goes to the
+``outbox`` collection). After the commit the events are published at once; if the process dies
+first, the outbox sweeper publishes them later. Consumers mark an event processed in the same
+transaction as its effect, so a redelivered event has exactly one effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from pymongo import AsyncMongoClient, IndexModel, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
+
+from shared.clock import Clock, SystemClock, new_id
+from shared.events import Envelope, make_event
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+Indexes = dict[str, Sequence[IndexModel]]
+
+
+def mongo_client(url: str) -> AsyncMongoClient[dict[str, Any]]:
+    return AsyncMongoClient(
+        url,
+        tz_aware=True,
+        uuidRepresentation="standard",
+        serverSelectionTimeoutMS=5000,
+        connectTimeoutMS=5000,
+        socketTimeoutMS=30000,
+    )
+
+
+class AlreadyProcessed(Exception):
+    """Raised inside a unit of work when its consumer has seen the event before."""
+
+
+@dataclass
+class UnitOfWork:
+    """What a handler may do inside one transaction: write with ``session``, ``emit`` events."""
+
+    db: AsyncDatabase[dict[str, Any]]
+    session: AsyncClientSession
+    producer: str
+    now: datetime
+    emitted: list[Envelope] = field(default_factory=list)
+
+    def emit(
+        self,
+        event_type: str,
+        tenant_id: str,
+        payload: Any,
+        *,
+        idempotency_key: str | None = None,
+        caused_by: Envelope | None = None,
+        version: int = 1,
+    ) -> Envelope:
+        env = make_event(
+            event_type,
+            tenant_id=tenant_id,
+            producer=self.producer,
+            payload=payload,
+            idempotency_key=idempotency_key,
+            caused_by=caused_by,
+            version=version,
+            occurred_at=self.now,
+        )
+        self.emitted.append(env)
+        return env
+
+    async def mark_processed(self, consumer: str, key: str) -> None:
+        """Record ``key`` as handled by ``consumer``; raises :class:`AlreadyProcessed` if it was."""
+        try:
+            await self.db.processed.insert_one(
+                {"_id": f"{consumer}:{key}", "at": self.now}, session=self.session
+            )
+        except DuplicateKeyError as exc:
+            raise AlreadyProcessed(key) from exc
+
+
+Publish = Callable[[Envelope], Awaitable[None]]
+
+
+class Store:
+    """A service's database, its outbox, and the transactions that tie them together."""
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[dict[str, Any]],
+        db_name: str,
+        producer: str,
+        publish: Publish | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.client = client
+        self.db: AsyncDatabase[dict[str, Any]] = client[db_name]
+        self.producer = producer
+        self.publish = publish
+        self.clock = clock or SystemClock()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def ensure_indexes(self, indexes: Indexes) -> None:
+        base: Indexes = {
+            "outbox": [IndexModel([("created_at", 1)]), IndexModel([("claimed_until", 1)])],
+            "processed": [IndexModel([("at", 1)], expireAfterSeconds=14 * 24 * 3600)],
+        }
+        for coll, models in {**base, **indexes}.items():
+            if models:
+                await self.db[coll].create_indexes(list(models))
+
+    async def atomic(self, fn: Callable[[UnitOfWork], Awaitable[T]], *, attempts: int = 5) -> T:
+        """Run ``fn`` in one transaction; its emitted events are written to the outbox in it and
+        published right after the commit. Transient transaction errors are retried."""
+        for attempt in range(attempts):
+            async with self.client.start_session() as session:
+                uow = UnitOfWork(self.db, session, self.producer, self.clock.now())
+                try:
+                    await session.start_transaction()
+                    result = await fn(uow)
+                    if uow.emitted:
+                        await self.db.outbox.insert_many(
+                            [self._outbox_doc(e, uow.now) for e in uow.emitted], session=session
+                        )
+                    await session.commit_transaction()
+                except BaseException as exc:
+                    if session.in_transaction:
+                        await session.abort_transaction()
+                    if _transient(exc) and attempt + 1 < attempts:
+                        await asyncio.sleep(0.01 * 2**attempt)
+                        continue
+                    raise
+            await self._publish_now(uow.emitted)
+            return result
+        raise AssertionError("unreachable")
+
+    async def consume(
+        self, env: Envelope, consumer: str, fn: Callable[[UnitOfWork], Awaitable[T]]
+    ) -> T | None:
+        """Apply ``fn`` once per event for ``consumer``: a repeat is acknowledged and ignored."""
+
+        async def unit(uow: UnitOfWork) -> T:
+            await uow.mark_processed(consumer, env.event_id)
+            return await fn(uow)
+
+        try:
+            return await self.atomic(unit)
+        except AlreadyProcessed:
+            log.debug("duplicate event ignored", extra={"consumer": consumer, "event_id": env.event_id})
+            return None
+
+    @staticmethod
+    def _outbox_doc(env: Envelope, now: datetime) -> dict[str, Any]:
+        return {
+            "_id": new_id(),
+            "event_id": env.event_id,
+            "envelope": env.model_dump(mode="json"),
+            "created_at": now,
+            "claimed_until": None,
+        }
+
+    async def _publish_now(self, events: list[Envelope]) -> None:
+        if not events or self.publish is None:
+            return
+        for env in events:
+            try:
+                await self.publish(env)
+            except Exception:
+                log.warning("publish failed; the outbox sweeper will retry", extra={"event_id": env.event_id})
+                return
+            await self.db.outbox.delete_many({"event_id": env.event_id})
+
+    async def sweep_outbox(self, older_than_s: float = 2.0, limit: int = 200) -> int:
+        """Publish events whose fast-path publish never happened (crash, broker down)."""
+        if self.publish is None:
+            return 0
+        sent = 0
+        now = self.clock.now()
+        for _ in range(limit):
+            doc = await self.db.outbox.find_one_and_update(
+                {
+                    "created_at": {"$lt": now - timedelta(seconds=older_than_s)},
+                    "$or": [{"claimed_until": None}, {"claimed_until": {"$lt": now}}],
+                },
+                {"$set": {"claimed_until": now + timedelta(seconds=30)}},
+                sort=[("created_at", 1)],
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is None:
+                break
+            await self.publish(Envelope.model_validate(doc["envelope"]))
+            await self.db.outbox.delete_one({"_id": doc["_id"]})
+            sent += 1
+        return sent
+
+    def start_sweeper(self, interval_s: float) -> None:
+        async def loop() -> None:
+            while True:
+                try:
+                    n = await self.sweep_outbox()
+                    if n:
+                        log.info("outbox sweeper published", extra={"count": n, "db": self.db.name})
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.warning("outbox sweep failed", exc_info=True)
+                await asyncio.sleep(interval_s)
+
+        self._sweeper = asyncio.create_task(loop(), name=f"outbox-sweeper:{self.db.name}")
+
+    async def stop(self) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._sweeper = None
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, PyMongoError) and exc.has_error_label("TransientTransactionError"):
+        return True
+    return isinstance(exc, OperationFailure) and exc.code in (112, 251)  # WriteConflict, NoSuchTransaction
+
+
+async def ping(client: AsyncMongoClient[dict[str, Any]]) -> bool:
+    try:
+        await client.admin.command("ping")
+        return True
+    except PyMongoError:
+        return False

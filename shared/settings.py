@@ -1,0 +1,49 @@
+"""One typed settings object: the ``CRM_*`` variables of API.md, nothing read at import time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Hub configuration. Every field has a working default for a single machine."""
+
+    model_config = SettingsConfigDict(env_prefix="CRM_", extra="ignore")
+
+    port: int = 8000
+    host: str = "127.0.0.1"
+    rabbit_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    mongo_url: str | None = None
+    """Unset: ``crm run`` starts the local MongoDB-protocol server under ``data_dir``."""
+    data_dir: Path = Path("./.crm-data")
+    root_token: str | None = None
+    public_url: str | None = None
+    namespace: str = "crm"
+    rate_limit: float = 20.0
+    """Requests per second per API key (token bucket; burst = 2x)."""
+    rate_burst: int | None = None
+    max_body: int = 1024 * 1024
+    secret_key: str | None = None
+    """Fernet key for secrets at rest; unset = generated once under ``data_dir``."""
+    rpc_timeout_s: float = 10.0
+    log_format: str = Field(default="auto", pattern="^(auto|json|text)$")
+    log_level: str = "INFO"
+    connectors_url: str | None = None
+    """When the connectors service runs in another process, where its hook ingress listens."""
+    retry_limit: int = 5
+    """Deliveries of one event to one consumer before it goes to the dead-letter queue."""
+    outbox_sweep_s: float = 2.0
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def burst(self) -> int:
+        return self.rate_burst or max(1, int(self.rate_limit * 2))
+
+    def db_name(self, service: str) -> str:
+        return f"{self.namespace}_{service}"

@@ -1,0 +1,73 @@
+"""Shared fixtures: real RabbitMQ, a real MongoDB-protocol server, the hub as a process."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.localmongo import LocalMongo
+from tests.support.hub import Api, HubProcess
+from tests.support.servers import delete_namespace_queues, rabbit_url
+
+
+@pytest.fixture(scope="session")
+def rabbit() -> str:
+    return rabbit_url()
+
+
+@pytest.fixture(scope="session")
+def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("CRM_MONGO_URL")
+    if url:
+        yield url
+        return
+    server = LocalMongo(":memory:", log_path=tmp_path_factory.mktemp("mongo") / "secantus.log").start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def namespace(rabbit: str) -> Iterator[str]:
+    ns = f"t{uuid.uuid4().hex[:10]}"
+    yield ns
+    delete_namespace_queues(rabbit, ns)
+
+
+@pytest.fixture(scope="session")
+def hub(rabbit: str, mongo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
+    """One hub for the e2e session (tests isolate themselves by tenant)."""
+    proc = HubProcess(rabbit_url=rabbit, mongo_url=mongo_url, data_dir=tmp_path_factory.mktemp("hub"))
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        delete_namespace_queues(rabbit, proc.namespace)
+
+
+@pytest.fixture
+def root(hub: HubProcess) -> Api:
+    return Api(hub.url, hub.root_token)
+
+
+@pytest.fixture
+def admin(root: Api) -> Api:
+    """A fresh tenant's admin for each test."""
+    r = root.post("/api/v1/tenants", json={"name": f"Tenant {uuid.uuid4().hex[:6]}"})
+    assert r.status_code == 201, r.text
+    return root.as_key(r.json()["api_key"])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under tests/<layer>/ get the <layer> marker."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for layer in ("unit", "integration", "e2e"):
+            if layer in parts and not item.get_closest_marker(layer):
+                item.add_marker(getattr(pytest.mark, layer))

@@ -1,0 +1,128 @@
+"""The whole hub as a child process (``crm run all``), driven over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from shared.localmongo import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+class HubProcess:
+    def __init__(self, *, rabbit_url: str, mongo_url: str, data_dir: Path, namespace: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.namespace = namespace or f"t{uuid.uuid4().hex[:10]}"
+        self.root_token = "root-" + uuid.uuid4().hex
+        self.data_dir = data_dir
+        self.env = {
+            **os.environ,
+            "CRM_PORT": str(self.port),
+            "CRM_RABBIT_URL": rabbit_url,
+            "CRM_MONGO_URL": mongo_url,
+            "CRM_DATA_DIR": str(data_dir),
+            "CRM_NAMESPACE": self.namespace,
+            "CRM_ROOT_TOKEN": self.root_token,
+            "CRM_LOG_FORMAT": "json",
+            "CRM_RATE_LIMIT": "1000",
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / f"hub-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 60.0) -> HubProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "shared.cli", "run", "all"], cwd=ROOT, env=self.env, stdout=log, stderr=log
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"hub not ready in {timeout_s}s:\n{self.tail()}")
+
+    def tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+class Api:
+    """A small client for tests: one tenant's admin key, JSON in and out."""
+
+    def __init__(self, base_url: str, key: str | None = None) -> None:
+        self.base_url = base_url
+        self.client = httpx.Client(base_url=base_url, timeout=15.0)
+        self.key = key
+
+    def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        h = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        return {**h, **(extra or {})}
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.client.get(path, headers=self.headers(kw.pop("headers", None)), **kw)
+
+    def post(self, path: str, **kw: Any) -> httpx.Response:
+        return self.client.post(path, headers=self.headers(kw.pop("headers", None)), **kw)
+
+    def patch(self, path: str, **kw: Any) -> httpx.Response:
+        return self.client.patch(path, headers=self.headers(kw.pop("headers", None)), **kw)
+
+    def delete(self, path: str, **kw: Any) -> httpx.Response:
+        return self.client.delete(path, headers=self.headers(kw.pop("headers", None)), **kw)
+
+    def as_key(self, key: str) -> Api:
+        return Api(self.base_url, key)
+
+
+def eventually(fn: Callable[[], T | None], timeout: float = 15.0, interval: float = 0.1) -> T:
+    """Poll ``fn`` until it returns something truthy (eventual effects of events)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+            if last:
+                return last
+        except AssertionError as exc:
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")

@@ -1,0 +1,89 @@
+"""Real servers for tests: CRM_RABBIT_URL / CRM_MONGO_URL when set, else local ones.
+
+No Docker engine on these machines, so testcontainers is used only when one answers; otherwise the
+local RabbitMQ (started by .ci/run) and a SecantusDB subprocess per test session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+from urllib.parse import urlsplit
+
+DEFAULT_RABBIT = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    with socket.socket() as s:
+        s.settimeout(timeout)
+        return s.connect_ex((host, port)) == 0
+
+
+def docker_available() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=5).returncode == 0  # noqa: S607
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def rabbit_url() -> str:
+    url = os.environ.get("CRM_RABBIT_URL")
+    if url:
+        return url
+    if port_open("127.0.0.1", 5672):
+        return DEFAULT_RABBIT
+    if docker_available():  # pragma: no cover - no Docker engine here
+        from testcontainers.rabbitmq import RabbitMqContainer
+
+        container = RabbitMqContainer("rabbitmq:3.13-management").start()
+        host, port = container.get_container_host_ip(), container.get_exposed_port(5672)
+        return f"amqp://guest:guest@{host}:{port}/"
+    raise RuntimeError("RabbitMQ is not reachable on 127.0.0.1:5672: run `rabbitmq-server -detached`.")
+
+
+def delete_namespace_queues(url: str, namespace: str) -> None:
+    """Drop every queue a test namespace declared, so runs never pile up on a shared broker."""
+    if not shutil.which("rabbitmqctl"):
+        return
+    try:
+        out = subprocess.run(
+            ["rabbitmqctl", "list_queues", "name", "--quiet", "--no-table-headers"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    names = [n.strip() for n in out.splitlines() if n.strip().startswith(namespace + ".")]
+    if not names:
+        return
+
+    async def drop() -> None:
+        import aio_pika
+
+        conn = await aio_pika.connect(url)
+        async with conn:
+            for name in names:
+                ch = await conn.channel()
+                try:
+                    await ch.queue_delete(name)
+                except Exception:  # noqa: BLE001
+                    pass
+            ch = await conn.channel()
+            for ex in (f"{namespace}.events", f"{namespace}.dead-letter"):
+                try:
+                    await ch.exchange_delete(ex)
+                except Exception:  # noqa: BLE001
+                    pass
+
+    asyncio.run(drop())
+
+
+def host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 5672
