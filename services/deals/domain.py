@@ -891,8 +891,10 @@ def create_deal(
     expected_close = _expected_close(data, errs)
     owner_id = _opt_id(data.get("owner_id"), "owner_id", errs)
     company_id = _opt_id(data.get("company_id"), "company_id", errs)
-    custom = data.get("custom") or {}
-    if not isinstance(custom, Mapping):
+    custom = data.get("custom")
+    if custom is None:
+        custom = {}
+    elif not isinstance(custom, Mapping):
         errs.add("custom", "must be an object")
         custom = {}
     lost_reason: str | None = None
