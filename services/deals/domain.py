@@ -455,7 +455,6 @@ def _build_stages(
         elif existing is not None:
             old = existing.won_stage if kind == "won" else existing.lost_stage
             i, item = -1, {"id": old.id}
-            used_ids.discard(old.id)
         else:
             i, item = -1, {}
         stage = one(i, item, kind, default_name)  # type: ignore[arg-type]
@@ -582,6 +581,35 @@ def delete_stage(
         raise AssertionError("no stage is created by a delete")
 
     return edit_pipeline(pipeline, patch, no_new_ids, now, {stage_id: deal_count})
+
+
+def select_pipeline(pipelines: Sequence[Pipeline], pipeline_id: str | None) -> Pipeline | None:
+    """The pipeline a new deal goes into: the one named (422 ``pipeline_id`` when the tenant has
+    no such pipeline), else the tenant's default one, else ``None`` (the caller decides: a POST
+    /deals answers 422 ``pipeline_id``, an inbox accept creates no deal).
+    """
+    if pipeline_id is not None:
+        found = next((p for p in pipelines if p.id == pipeline_id), None)
+        if found is None:
+            raise ValidationFailed({"pipeline_id": "no such pipeline"})
+        return found
+    return next((p for p in pipelines if p.default), None)
+
+
+def demote_other_defaults(
+    pipelines: Sequence[Pipeline], default_id: str, now: datetime
+) -> list[tuple[Pipeline, list[Event]]]:
+    """After ``default_id`` became the tenant's default: the other pipelines that lose the flag."""
+    at = as_utc(now)
+    out: list[tuple[Pipeline, list[Event]]] = []
+    for pipeline in pipelines:
+        if pipeline.id != default_id and pipeline.default:
+            new = replace(pipeline, default=False, updated_at=at)
+            payload = _pipeline_payload(new, at)
+            payload["deleted_stage_ids"] = []
+            payload["move_plan"] = {}
+            out.append((new, [_event("pipeline.updated", payload)]))
+    return out
 
 
 # -------------------------------------------------------------------------------- loss reasons
@@ -1060,7 +1088,8 @@ def update_deal(
 ) -> tuple[Deal, list[Event]]:
     """Apply a PATCH: ``title``, ``amount``, ``currency``, ``owner_id``, ``company_id``,
     ``contact_id``, ``expected_close``, ``probability`` (``null`` = follow the stage again),
-    ``custom`` (replaced whole), and ``stage_id`` (+ ``lost_reason``), which is a :func:`move`.
+    ``custom`` (replaced whole), and ``stage_id`` (+ ``lost_reason``), which is a :func:`move`;
+    ``lost_reason`` alone corrects the reason of a lost deal.
 
     ``pipeline_id`` may be sent only unchanged (moving between pipelines is not supported).
     Unknown fields → 422. Events: ``deal.updated`` (``changed`` = the field names, no values of
@@ -1126,6 +1155,14 @@ def update_deal(
         not isinstance(patch["stage_id"], str) or pipeline.stage(patch["stage_id"]) is None
     ):
         errs.add("stage_id", "is not a stage of this deal's pipeline")
+    if "lost_reason" in patch and "stage_id" not in patch:
+        if deal.status != "lost":
+            errs.add("lost_reason", "only a lost deal, or a move to the lost stage, takes a reason")
+        else:
+            try:
+                changes["lost_reason"] = check_lost_reason(patch["lost_reason"], loss_reasons)
+            except ValidationFailed as exc:
+                errs.items.update(exc.errors)
     errs.raise_if_any()
 
     changed = sorted(k for k, v in changes.items() if getattr(deal, k) != v)

@@ -1148,3 +1148,48 @@ def test_domain_errors_carry_http_status_and_code() -> None:
     assert (d.ValidationFailed.status, d.Conflict.status, d.NotFound.status) == (422, 409, 404)
     err = d.ValidationFailed({"amount": "bad"})
     assert err.detail == "amount: bad" and err.code == "validation_failed"
+
+
+def test_patch_lost_reason_corrects_a_lost_deal_only() -> None:
+    pipeline = make_pipeline()
+    deal = make_deal(pipeline)
+    with pytest.raises(d.ValidationFailed) as info:
+        d.update_deal(deal, pipeline, {"lost_reason": "Late"}, T0)
+    assert set(info.value.errors) == {"lost_reason"}
+    lost, _ = d.move(
+        deal, pipeline, pipeline.lost_stage.id, T0, "late", loss_reasons=["Late", "Price"]
+    )
+    fixed, events = d.update_deal(
+        lost, pipeline, {"lost_reason": "price"}, T0 + timedelta(1), loss_reasons=["Late", "Price"]
+    )
+    assert fixed.lost_reason == "Price"
+    assert events[0]["payload"]["changed"] == ["lost_reason"]
+
+
+def test_select_pipeline_by_id_or_default() -> None:
+    sales = make_pipeline()
+    other, _ = d.create_pipeline(
+        TENANT,
+        {"name": "Партнёры", "default": True, "stages": [{"name": "A", "probability": 1}]},
+        ids("o"),
+        T0,
+    )
+    assert d.select_pipeline([sales, other], sales.id) is sales
+    assert d.select_pipeline([sales, other], None) is other
+    assert d.select_pipeline([sales], None) is None
+    with pytest.raises(d.ValidationFailed) as info:
+        d.select_pipeline([sales], "missing")
+    assert info.value.errors == {"pipeline_id": "no such pipeline"}
+
+
+def test_demote_other_defaults_clears_the_flag_elsewhere() -> None:
+    old = make_pipeline(default=True)
+    new, _ = d.create_pipeline(
+        TENANT,
+        {"name": "New", "default": True, "stages": [{"name": "A", "probability": 1}]},
+        ids("n"),
+        T0,
+    )
+    changed = d.demote_other_defaults([old, new], new.id, T0 + timedelta(1))
+    assert [(p.id, p.default) for p, _ in changed] == [(old.id, False)]
+    assert changed[0][1][0]["event_type"] == "pipeline.updated"
