@@ -97,9 +97,9 @@ def render_calendar(
     """The iCalendar feed (UTF-8 bytes, CRLF lines) of ``user``'s open tasks.
 
     ``tasks`` should be the user's tasks; done/canceled ones and, when ``user`` carries an id
-    (``user_id``/``id``/``_id`` or a plain id string), tasks assigned to somebody else are left
-    out. Events are ordered by due time, then id, so the same state renders the same bytes
-    (apart from ``DTSTAMP``)."""
+    (``user_id``/``id``/``_id`` or a plain id string), tasks not assigned to that user
+    (unassigned ones included) are left out. Events are ordered by due time, then id, so the
+    same state renders the same bytes (apart from ``DTSTAMP``)."""
     user_id = _user_label(user)
     cal = Calendar()
     cal.add("prodid", PRODID)
@@ -111,9 +111,7 @@ def render_calendar(
     cal.add("refresh-interval", vDuration(REFRESH_INTERVAL), parameters={"VALUE": "DURATION"})
     cal.add("x-published-ttl", vText(_ttl(REFRESH_INTERVAL)))
     selected = [
-        t
-        for t in tasks
-        if t.status == "open" and (user_id is None or t.assignee_id in (None, user_id))
+        t for t in tasks if t.status == "open" and (user_id is None or t.assignee_id == user_id)
     ]
     for task in sorted(selected, key=lambda t: (_utc(t.due_at), t.id)):
         cal.add_component(task_event(task, now))

@@ -598,13 +598,60 @@ def _stage_specs(templates: Iterable[StageTask | Mapping[str, Any]]) -> list[Cre
     return out
 
 
+def _expand(rule: Rule, payload: Mapping[str, Any], context: RuleContext) -> list[tuple[str, Any]]:
+    """The rule's action specs with their stable index; ``stage_tasks`` expanded."""
+    specs: list[tuple[str, Any]] = []
+    for i, spec in enumerate(rule.actions):
+        if isinstance(spec, StageTasksSpec):
+            stage = _entered_stage(payload)
+            templates = context.stage_tasks.get(stage, ()) if stage else ()
+            specs += [(f"{i}.{j}", t) for j, t in enumerate(_stage_specs(templates)) if t]
+        else:
+            specs.append((str(i), spec))
+    return specs
+
+
+def _create_task_params(
+    spec: CreateTaskSpec,
+    rr_key: str,
+    event: Mapping[str, Any],
+    context: RuleContext,
+    counters: dict[str, int],
+) -> tuple[dict[str, Any], int | None]:
+    """Concrete ``create_task`` params, and the new round-robin counter when one was used
+    (``counters`` is updated so a later action of the same evaluation sees it)."""
+    payload = event.get("payload") or {}
+    assignee = parse_assignee(spec.assignee)
+    rr_counter: int | None = None
+    if assignee.mode == "owner":
+        assignee_id = _resolve_owner(event, context)
+    elif assignee.mode == "user":
+        assignee_id = assignee.user_ids[0]
+    else:
+        current = counters.get(rr_key, 0)
+        assignee_id = assignee.user_ids[current % len(assignee.user_ids)]
+        rr_counter = counters[rr_key] = current + 1
+    params = {
+        "title": spec.title,
+        "kind": spec.kind,
+        "due_at": _utc(context.now) + timedelta(seconds=spec.due_in_s),
+        "assignee_id": assignee_id,
+        "contact_id": payload.get("contact_id"),
+        "deal_id": payload.get("deal_id"),
+        "remind_before_s": spec.remind_before_s,
+    }
+    return params, rr_counter
+
+
 def evaluate(rules: Iterable[Rule], event: Mapping[str, Any], context: RuleContext) -> list[Action]:
     """The concrete actions ``rules`` take on ``event`` (rules in order, actions in order).
 
-    Disabled rules, other event types, failed conditions and loop-protected rules yield nothing.
-    Round robin: the counter for ``Action.round_robin_key`` is read from
-    ``context.round_robin`` (missing = 0); the user at ``counter % len(users)`` is picked and
-    ``Action.round_robin_counter`` is the counter to store (:func:`updated_counters`)."""
+    Disabled rules, other event types, failed conditions and loop-protected rules yield nothing;
+    ``move_deal`` on an event without ``deal_id`` is dropped.
+    Round robin: the counter for ``Action.round_robin_key`` (``<rule id>:<action index>``) is
+    read from ``context.round_robin`` (missing = 0); the user at ``counter % len(users)`` is
+    picked and ``Action.round_robin_counter`` is the counter to store
+    (:func:`updated_counters`)."""
     payload = event.get("payload") or {}
     subject = event_subject(event)
     chain_in = rule_chain(event)
@@ -615,77 +662,45 @@ def evaluate(rules: Iterable[Rule], event: Mapping[str, Any], context: RuleConte
         if not rule_matches(rule, event) or loop_blocked(rule.id, event):
             continue
         chain = (*chain_in, rule.id)
-        specs: list[tuple[str, Any]] = []
-        for i, spec in enumerate(rule.actions):
-            if isinstance(spec, StageTasksSpec):
-                stage = _entered_stage(payload)
-                templates = context.stage_tasks.get(stage, ()) if stage else ()
-                specs += [
-                    (f"{i}.{j}", t) for j, t in enumerate(_stage_specs(templates)) if t is not None
-                ]
-            else:
-                specs.append((str(i), spec))
-        for idx, spec in specs:
-
-            def make(
-                type_: ActionType,
-                params: dict[str, Any],
-                rr_key: str | None = None,
-                rr_counter: int | None = None,
-                *,
-                _rule_id: str = rule.id,
-                _idx: str = idx,
-                _chain: tuple[str, ...] = chain,
-            ) -> Action:
-                return Action(
-                    type=type_,
-                    rule_id=_rule_id,
-                    params=params,
-                    idempotency_key=f"rule:{_rule_id}:{key}:{_idx}",
-                    subject_id=subject,
-                    rule_chain=_chain,
-                    round_robin_key=rr_key,
-                    round_robin_counter=rr_counter,
-                )
-
+        for idx, spec in _expand(rule, payload, context):
+            type_: ActionType
+            rr_key: str | None = None
+            rr_counter: int | None = None
             if isinstance(spec, CreateTaskSpec):
-                assignee = parse_assignee(spec.assignee)
-                rr_key: str | None = None
-                rr_counter: int | None = None
-                if assignee.mode == "owner":
-                    assignee_id = _resolve_owner(event, context)
-                elif assignee.mode == "user":
-                    assignee_id = assignee.user_ids[0]
-                else:
-                    rr_key = f"{rule.id}:{idx}"
-                    current = counters.get(rr_key, 0)
-                    assignee_id = assignee.user_ids[current % len(assignee.user_ids)]
-                    rr_counter = current + 1
-                    counters[rr_key] = rr_counter
-                params = {
-                    "title": spec.title,
-                    "kind": spec.kind,
-                    "due_at": _utc(context.now) + timedelta(seconds=spec.due_in_s),
-                    "assignee_id": assignee_id,
-                    "contact_id": payload.get("contact_id"),
-                    "deal_id": payload.get("deal_id"),
-                    "remind_before_s": spec.remind_before_s,
-                }
-                out.append(make("create_task", params, rr_key, rr_counter))
+                type_ = "create_task"
+                rr_key = f"{rule.id}:{idx}"
+                params, rr_counter = _create_task_params(spec, rr_key, event, context, counters)
+                if rr_counter is None:
+                    rr_key = None
             elif isinstance(spec, AssignOwnerSpec):
+                type_ = "assign_owner"
                 params = {
                     "user_id": spec.user_id,
                     "contact_id": payload.get("contact_id"),
                     "deal_id": payload.get("deal_id"),
                 }
-                out.append(make("assign_owner", params))
             elif isinstance(spec, MoveDealSpec):
-                deal_id = payload.get("deal_id")
-                if not deal_id:
+                if not payload.get("deal_id"):
                     continue  # nothing to move
-                out.append(make("move_deal", {"deal_id": deal_id, "stage_id": spec.stage_id}))
+                type_ = "move_deal"
+                params = {"deal_id": payload["deal_id"], "stage_id": spec.stage_id}
             elif isinstance(spec, WebhookSpec):
-                out.append(make("webhook", {"url": spec.url, "event": dict(event)}))
+                type_ = "webhook"
+                params = {"url": spec.url, "event": dict(event)}
+            else:  # pragma: no cover - the Rule model admits no other spec
+                continue
+            out.append(
+                Action(
+                    type=type_,
+                    rule_id=rule.id,
+                    params=params,
+                    idempotency_key=f"rule:{rule.id}:{key}:{idx}",
+                    subject_id=subject,
+                    rule_chain=chain,
+                    round_robin_key=rr_key,
+                    round_robin_counter=rr_counter,
+                )
+            )
     return out
 
 

@@ -82,8 +82,10 @@ def test_done_canceled_and_other_users_tasks_are_left_out() -> None:
     done, _ = complete_task(make("done"), None, NOW)
     canceled, _ = cancel_task(make("canceled"), NOW)
     foreign = make("foreign", assignee_id="u2")
+    unassigned = make("unassigned", assignee_id=None)
     open_task = make("open")
-    data = render_calendar({"user_id": "u1"}, [done, canceled, foreign, open_task], NOW)
+    tasks = [done, canceled, foreign, unassigned, open_task]
+    data = render_calendar({"user_id": "u1"}, tasks, NOW)
     assert set(events_by_uid(parse(data))) == {"open@crm-hub"}
 
 

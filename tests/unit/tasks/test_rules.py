@@ -9,6 +9,7 @@ import pytest
 
 from services.tasks.domain import ValidationFailed
 from services.tasks.rules import (
+    MAX_RULE_CHAIN,
     MISSED_CALL_CALLBACK,
     NEW_LEAD_FIRST_CONTACT,
     STAGE_TASKS,
@@ -450,3 +451,12 @@ def test_a_rule_does_not_fire_again_further_down_its_own_chain() -> None:
         }
     # a moves, then b reacts to a's move, then nothing: a and b are both up the chain
     assert fired == ["a", "b"]
+
+
+def test_a_long_causal_chain_stops_every_rule() -> None:
+    r = rule(id="fresh")
+    event = {"event_type": "deal.stage_changed", "payload": {"deal_id": "d1"}}
+    short = {**event, "rule_chain": [f"r{i}" for i in range(MAX_RULE_CHAIN - 1)]}
+    too_long = {**event, "rule_chain": [f"r{i}" for i in range(MAX_RULE_CHAIN)]}
+    assert len(evaluate([r], short, RuleContext(now=NOW))) == 1
+    assert evaluate([r], too_long, RuleContext(now=NOW)) == []
