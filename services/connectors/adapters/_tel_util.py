@@ -84,12 +84,22 @@ def form_dict(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     return dict(pairs)
 
 
+def json_value(text: str | bytes, what: str = "The body") -> Any:
+    """Parse JSON text; 400 when it is not JSON or smuggles lone surrogates (``"\\ud800"``),
+    which no UTF-8 store downstream could keep."""
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        value = json.loads(text)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (UnicodeError, ValueError, RecursionError) as exc:
+        raise malformed(f"{what} is not valid JSON.") from exc
+    return value
+
+
 def json_object(body: bytes) -> dict[str, Any]:
     """Parse a JSON body that must be an object: 400 when unparseable, 422 when not an object."""
-    try:
-        value = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise malformed("The body is not valid JSON.") from exc
+    value = json_value(body)
     if not isinstance(value, dict):
         raise invalid({"body": "must be a JSON object"})
     return value
@@ -160,11 +170,11 @@ def local_datetime(value: Any, zone: tzinfo) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(s)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=zone)
-    return parsed.astimezone(UTC)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=zone)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None  # not a date, or so close to year 1 / 9999 that UTC falls off the calendar
 
 
 def unix_datetime(value: Any) -> datetime | None:

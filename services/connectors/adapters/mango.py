@@ -16,7 +16,6 @@ One call (Mango's ``entry_id``) is one timeline item: ``subject_key = mango:call
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -28,7 +27,7 @@ from ._tel_util import (
     form_pairs,
     int_of,
     invalid,
-    malformed,
+    json_value,
     phones,
     require_form,
     text_of,
@@ -84,10 +83,7 @@ class MangoAdapter:
         require_form(request)
         form = form_dict(form_pairs(request.body))
         json_text = self._verify(channel, form)
-        try:
-            event = json.loads(json_text)
-        except (ValueError, RecursionError) as exc:
-            raise malformed("The json field is not valid JSON.") from exc
+        event = json_value(json_text, "The json field")
         if not isinstance(event, dict):
             raise invalid({"json": "must be a JSON object"})
 

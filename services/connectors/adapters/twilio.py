@@ -91,10 +91,10 @@ def _occurred_at(params: Mapping[str, str], now: datetime) -> datetime:
     if stamp:
         try:
             parsed = parsedate_to_datetime(stamp)
-        except (TypeError, ValueError, IndexError):
-            parsed = None
-        if parsed is not None and parsed.tzinfo is not None:
-            return utc(parsed)
+            if parsed.tzinfo is not None:
+                return utc(parsed)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            pass
     return utc(now)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +175,46 @@ def test_parse_clid() -> None:
     assert parse_clid('"Иван Петров" <79161234567>') == ("Иван Петров", "79161234567")
     assert parse_clid("79161234567") == (None, "79161234567")
     assert parse_clid(None) == (None, None)
+
+
+HOSTILE: list[Any] = [
+    None,
+    True,
+    -1,
+    10**40,
+    1.5,
+    -1e308,
+    "",
+    "<script>alert(1)</script>",
+    "\x00\x1f\x7f\u202e",
+    "9" * 5000,
+    "0001-01-01 00:00:00",
+    "9999-12-31 23:59:59",
+    "2026-02-30 25:61:61",
+    [],
+    {},
+    [None, {"a": 1}],
+]
+
+
+@pytest.mark.parametrize("name", [n for n in FIXTURES if not n.startswith("_")])
+def test_hostile_payloads_never_raise_anything_but_hook_errors(name: str) -> None:
+    import random
+
+    rng = random.Random(name)
+    for _ in range(200):
+        cdr = dict(FIXTURES[name])
+        for _ in range(rng.randint(1, 4)):
+            key = rng.choice(list(cdr))
+            if rng.random() < 0.2:
+                del cdr[key]
+            else:
+                cdr[key] = rng.choice(HOSTILE)
+        try:
+            outcome = post(cdr, channel=SIGNED)
+        except HookError as exc:
+            assert exc.status in (400, 422)
+            continue
+        for item in outcome.items:
+            assert item.occurred_at.utcoffset() == timedelta(0)
+            assert "<" not in item.summary

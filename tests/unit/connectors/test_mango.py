@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -188,3 +188,69 @@ def test_hostile_numbers_are_kept_as_text() -> None:
     (item,) = post("/events/call", event).items
     assert item.sender.phones == (event["from"]["number"],)
     assert "<" not in item.summary
+
+
+HOSTILE: list[Any] = [
+    None,
+    True,
+    -1,
+    10**40,
+    1.5,
+    -1e308,
+    "",
+    "<script>alert(1)</script>",
+    "\x00\x1f\x7f\u202e",
+    "9" * 5000,
+    [],
+    {},
+    [None, {"a": 1}],
+    {"number": {"x": []}, "extension": 7},
+]
+
+
+def mutate(obj: dict[str, Any], rng: Any) -> dict[str, Any]:
+    clone = json.loads(json.dumps(obj))
+    for _ in range(rng.randint(1, 4)):
+        node = clone
+        while node:
+            key = rng.choice(list(node))
+            if isinstance(node[key], dict) and node[key] and rng.random() < 0.5:
+                node = node[key]
+                continue
+            if rng.random() < 0.2:
+                del node[key]
+            else:
+                node[key] = rng.choice(HOSTILE)
+            break
+    return clone
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/events/call", "call_appeared"),
+        ("/events/call", "call_disconnected"),
+        ("/events/summary", "summary_answered"),
+        ("/events/summary", "summary_outbound"),
+        ("/events/recording", "recording_completed"),
+    ],
+)
+def test_hostile_signed_payloads_never_raise_anything_but_hook_errors(path: str, name: str) -> None:
+    import random
+
+    rng = random.Random(name)
+    for _ in range(150):
+        try:
+            outcome = post(path, mutate(FIXTURES[name], rng))
+        except HookError as exc:
+            assert exc.status in (400, 422)
+            continue
+        for item in outcome.items:
+            assert item.occurred_at.utcoffset() == timedelta(0)
+            assert "<" not in item.summary
+
+
+def test_lone_surrogate_in_json_is_400() -> None:
+    with pytest.raises(HookError) as err:
+        post("/events/call", None, json_text='{"entry_id": "\\ud800", "call_id": "x"}')
+    assert err.value.status == 400

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +144,61 @@ def test_long_text_summary_is_short() -> None:
     update["message"]["text"] = "слово " * 1000
     (item,) = post(update).items
     assert len(item.summary) < 130
+
+
+HOSTILE: list[Any] = [
+    None,
+    True,
+    -1,
+    10**40,
+    1.5,
+    -1e308,
+    "",
+    "<script>alert(1)</script>",
+    "\x00\x1f\x7f\u202e",
+    "9" * 5000,
+    [],
+    {},
+    [None, {"a": 1}],
+    {"phone_number": {"x": []}, "is_bot": "yes"},
+]
+
+
+def mutate(obj: dict[str, Any], rng: Any) -> dict[str, Any]:
+    clone = json.loads(json.dumps(obj))
+    for _ in range(rng.randint(1, 4)):
+        node = clone
+        while node:
+            key = rng.choice(list(node))
+            if isinstance(node[key], dict) and node[key] and rng.random() < 0.6:
+                node = node[key]
+                continue
+            if rng.random() < 0.2:
+                del node[key]
+            else:
+                node[key] = rng.choice(HOSTILE)
+            break
+    return clone
+
+
+@pytest.mark.parametrize("name", [n for n in FIXTURES if not n.startswith("_")])
+def test_hostile_payloads_never_raise_anything_but_hook_errors(name: str) -> None:
+    import random
+
+    rng = random.Random(name)
+    for _ in range(200):
+        try:
+            outcome = post(mutate(FIXTURES[name], rng))
+        except HookError as exc:
+            assert exc.status in (400, 422)
+            continue
+        for item in outcome.items:
+            assert item.occurred_at.utcoffset() == timedelta(0)
+            assert "<" not in item.summary
+            assert item.idempotency_key.startswith("telegram:")
+
+
+def test_lone_surrogate_is_400() -> None:
+    with pytest.raises(HookError) as err:
+        post(None, body=b'{"update_id": 1, "message": {"text": "\\udc00"}}')
+    assert err.value.status == 400

@@ -6,13 +6,14 @@ import base64
 import hashlib
 import hmac
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 
-from services.connectors.adapters.base import ChannelView, HookError, RawRequest
+from services.connectors.adapters.base import ChannelView, HookError, HookOutcome, RawRequest
 from services.connectors.adapters.twilio import ADAPTER, TwilioAdapter, twilio_signature
 
 pytestmark = pytest.mark.unit
@@ -54,8 +55,8 @@ def request(
     )
 
 
-def handle(params: dict[str, str], **kw: object):
-    return ADAPTER.handle(CHANNEL, request(params, **kw), NOW)  # type: ignore[arg-type]
+def handle(params: dict[str, str], **kw: Any) -> HookOutcome:
+    return ADAPTER.handle(CHANNEL, request(params, **kw), NOW)
 
 
 def test_signature_matches_twilio_documented_example() -> None:
@@ -277,3 +278,43 @@ def test_hostile_values_are_kept_as_text_and_kept_out_of_summary() -> None:
     assert "duration_s" not in item.data
     assert item.occurred_at == NOW
     assert "<" not in item.summary
+
+
+HOSTILE_TEXT = [
+    "",
+    " ",
+    "<script>alert(1)</script>",
+    "\x00\x1f\x7f\u202e",
+    "9" * 5000,
+    "-1",
+    "1e400",
+    "Mon, 01 Jan 0001 00:00:00 +0100",
+    "Fri, 31 Dec 9999 23:59:59 -1400",
+    "ringing",
+    "completed",
+    "Иван",
+]
+
+
+@pytest.mark.parametrize("name", [n for n in FIXTURES if not n.startswith("_")])
+def test_hostile_signed_payloads_never_raise_anything_but_hook_errors(name: str) -> None:
+    import random
+
+    rng = random.Random(name)
+    for _ in range(150):
+        params = dict(FIXTURES[name])
+        for _ in range(rng.randint(1, 4)):
+            key = rng.choice(list(params))
+            if rng.random() < 0.2:
+                del params[key]
+            else:
+                params[key] = rng.choice(HOSTILE_TEXT)
+        try:
+            outcome = handle(params)
+        except HookError as exc:
+            assert exc.status in (400, 415, 422)
+            continue
+        for item in outcome.items:
+            assert item.occurred_at.utcoffset() == timedelta(0)
+            assert "<" not in item.summary
+            assert item.subject_key and item.subject_key.startswith("twilio:call:")

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -225,3 +225,45 @@ def test_hostile_caller_id_is_kept_as_text() -> None:
     (item,) = post(params).items
     assert item.sender.phones == (params["caller_id"],)
     assert "<" not in item.summary
+
+
+HOSTILE_TEXT = [
+    "",
+    " ",
+    "<script>alert(1)</script>",
+    "\x00\x1f\x7f\u202e",
+    "9" * 5000,
+    "-1",
+    "0001-01-01 00:00:00",
+    "9999-12-31 23:59:59",
+    "2026-02-30 25:61:61",
+    "answered",
+    "NOTIFY_END",
+    "Иван",
+]
+
+
+@pytest.mark.parametrize("name", [n for n in FIXTURES if not n.startswith("_")])
+def test_hostile_signed_payloads_never_raise_anything_but_hook_errors(name: str) -> None:
+    import random
+
+    rng = random.Random(name)
+    for _ in range(150):
+        params = dict(FIXTURES[name])
+        for _ in range(rng.randint(1, 4)):
+            keys = [k for k in params if k != "event"]
+            if not keys:
+                break
+            key = rng.choice(keys)
+            if rng.random() < 0.2:
+                del params[key]
+            else:
+                params[key] = rng.choice(HOSTILE_TEXT)
+        try:
+            outcome = post(params)
+        except HookError as exc:
+            assert exc.status in (400, 415, 422)
+            continue
+        for item in outcome.items:
+            assert item.occurred_at.utcoffset() == timedelta(0)
+            assert "<" not in item.summary
