@@ -11,6 +11,10 @@ belongs to. A ``<Dial>`` leg that ends ``no-answer``/``busy``/``failed``/``cance
 call. ``data.leg`` says which leg an event is about (``parent``, ``dial``) so the timeline can
 prefer the dial leg's verdict over the parent's plain ``completed``.
 
+Direction: ``Direction=inbound`` is ``in`` (client = ``From``) unless ``From`` is our own side (a
+``client:``/``sip:`` agent, or one of ``config.numbers``), then ``out`` (client = ``To``); a
+``<Dial>`` leg is ``in`` unless its ``From`` is our own side.
+
 Twilio ignores the body of the answer to a status callback; an empty ``<Response/>`` is also the
 right answer to a ``<Dial action>`` request once the dialled party has hung up.
 """
@@ -98,11 +102,14 @@ def _occurred_at(params: Mapping[str, str], now: datetime) -> datetime:
     return utc(now)
 
 
-def _our_numbers(config: Mapping[str, Any]) -> set[str]:
+def _is_ours(address: str | None, config: Mapping[str, Any]) -> bool:
+    """Our own side: a Twilio Client / SIP agent, or one of ``config.numbers`` (our numbers)."""
+    if not address:
+        return False
+    if address.lower().startswith(("client:", "sip:")):
+        return True
     numbers = config.get("numbers")
-    if isinstance(numbers, list | tuple):
-        return {str(n) for n in numbers if isinstance(n, str | int)}
-    return set()
+    return isinstance(numbers, list | tuple) and address in {str(n) for n in numbers}
 
 
 class TwilioAdapter:
@@ -162,16 +169,17 @@ class TwilioAdapter:
         raw_direction = params.get("Direction", "").strip().lower()
         from_, to = params.get("From") or None, params.get("To") or None
 
-        if parent_sid or dial_status:
-            # The <Dial> leg (its own status callback, or the parent's <Dial action> request).
-            leg = "dial"
-            if parent_sid:
-                direction: Direction = "out" if from_ in _our_numbers(channel.config) else "in"
-            else:
-                direction = "in" if raw_direction == "inbound" else "out"
+        # The <Dial> leg: its own status callback, or the parent's <Dial action> request.
+        leg = "dial" if parent_sid or dial_status else "parent"
+        direction: Direction
+        if parent_sid:
+            # Dialling passes the caller's number on as From unless we placed the call ourselves.
+            direction = "out" if _is_ours(from_, channel.config) else "in"
+        elif raw_direction == "inbound" and not _is_ours(from_, channel.config):
+            direction = "in"
         else:
-            leg = "parent"
-            direction = "in" if raw_direction == "inbound" else "out"
+            # outbound-api / outbound-dial, or a browser (client:) / SIP agent calling out.
+            direction = "out"
         client = from_ if direction == "in" else to
 
         status = _status(raw_status, dial_leg=leg == "dial", direction=direction)

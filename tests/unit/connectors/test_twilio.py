@@ -318,3 +318,26 @@ def test_hostile_signed_payloads_never_raise_anything_but_hook_errors(name: str)
             assert item.occurred_at.utcoffset() == timedelta(0)
             assert "<" not in item.summary
             assert item.subject_key and item.subject_key.startswith("twilio:call:")
+
+
+def test_browser_agent_calling_out_is_outbound_to_the_dialled_client() -> None:
+    params = dict(
+        FIXTURES["inbound_parent_completed"],
+        From="client:anna",
+        Caller="client:anna",
+        To="+79031112233",
+    )
+    (item,) = handle(params).items
+    assert item.direction == "out"
+    assert item.sender.phones == ("+79031112233",)
+
+
+def test_dial_leg_from_one_of_our_numbers_is_outbound() -> None:
+    channel = ChannelView(
+        "ch_twilio", "t1", "twilio", {"numbers": ["+74951234567"]}, {"auth_token": TOKEN}
+    )
+    params = dict(FIXTURES["dial_leg_no_answer"], From="+74951234567", To="+79031112233")
+    (item,) = ADAPTER.handle(channel, request(params), NOW).items
+    assert item.direction == "out"
+    assert item.sender.phones == ("+79031112233",)
+    assert item.data["status"] == "missed"
