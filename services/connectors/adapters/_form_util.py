@@ -52,11 +52,12 @@ URLENCODED = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data"
 JSON_TYPES = ("application/json", "text/json")
 
-NAME_KEYS = ("name", "fio", "full_name", "fullname", "your-name")
+# The names API.md lists, plus their common spellings and Russian labels.
+NAME_KEYS = ("name", "fio", "full_name", "fullname", "your-name", "фио", "имя")
 FIRST_NAME_KEYS = ("first_name", "firstname")
-LAST_NAME_KEYS = ("last_name", "lastname")
-PHONE_KEYS = ("phone", "tel", "telephone", "mobile", "your-phone")
-EMAIL_KEYS = ("email", "mail", "your-email")
+LAST_NAME_KEYS = ("last_name", "lastname", "фамилия")
+PHONE_KEYS = ("phone", "tel", "telephone", "mobile", "your-phone", "phone_number", "телефон")
+EMAIL_KEYS = ("email", "mail", "your-email", "e-mail", "почта")
 SUBMISSION_ID_KEYS = ("submission_id", "form_submission_id", "id", "tranid")
 FORM_NAME_KEYS = ("form_name", "formname", "form", "form_title", "formid", "form_id")
 PAGE_URL_KEYS = ("page_url", "page.url", "pageurl", "url")
@@ -272,6 +273,10 @@ _NOT_CONTACT_PREFIXES = frozenset(
 )
 
 
+def _snake(key: str) -> str:
+    return re.sub(r"[\s\-]+", "_", key.strip().lower())
+
+
 class FieldIndex:
     """Case-insensitive view of flat fields, with ``config.field_map`` aliases applied.
 
@@ -284,11 +289,13 @@ class FieldIndex:
         self._exact: dict[str, str] = {}
         for k, v in fields.items():
             self._exact.setdefault(k.lower(), v)
+        for k, v in fields.items():  # "First Name" is also reachable as first_name
+            self._exact.setdefault(_snake(k), v)
         self._lower = dict(self._exact)
         for k, v in fields.items():
             if "." not in k or k.split(".", 1)[0].lower() in _NOT_CONTACT_PREFIXES:
                 continue
-            leaf = k.rsplit(".", 1)[-1].lower()
+            leaf = _snake(k.rsplit(".", 1)[-1])
             if leaf in self._exact:
                 continue
             if not self._lower.get(leaf):
@@ -306,7 +313,7 @@ class FieldIndex:
                 if v:
                     return v
         for name in names:
-            v = self._lower.get(name.lower())
+            v = self._lower.get(name.lower()) or self._lower.get(_snake(name))
             if v:
                 return v
         return None
@@ -314,7 +321,7 @@ class FieldIndex:
     def get_exact(self, *names: str) -> str | None:
         """Like :meth:`get` but only top-level / full dotted names, no leaf matching or aliases."""
         for name in names:
-            v = self._exact.get(name.lower())
+            v = self._exact.get(name.lower()) or self._exact.get(_snake(name))
             if v:
                 return v
         return None
@@ -444,3 +451,8 @@ def json_response(body: bytes = JSON_ACCEPTED, status: int = 200) -> HookRespons
 
 def text_response(text: str = "ok", status: int = 200) -> HookResponse:
     return HookResponse(status=status, body=text.encode(), content_type="text/plain; charset=utf-8")
+
+
+def obj(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is a JSON object, else an empty mapping (hostile payloads vary types)."""
+    return value if isinstance(value, Mapping) else {}

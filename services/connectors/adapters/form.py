@@ -57,6 +57,8 @@ class FormAdapter:
         submission_id: str | None = None,
         occurred_at: datetime | None = None,
         form_name: str | None = None,
+        extra_phones: tuple[str, ...] = (),
+        extra_emails: tuple[str, ...] = (),
     ) -> HookOutcome:
         """Shared by the adapters whose payload boils down to flat fields (tilda, yandex_forms)."""
         config = channel.config or {}
@@ -70,6 +72,10 @@ class FormAdapter:
                 return HookOutcome(response=fu.json_response(), discarded="spam")
 
         sender = fu.sender_from_fields(idx)
+        if extra_phones or extra_emails:
+            sender = fu.build_sender(
+                sender.name, [*extra_phones, *sender.phones], [*extra_emails, *sender.emails]
+            )
         if not fu.has_contact(sender):
             raise fu.no_contact()
 
