@@ -191,7 +191,7 @@ class MetaLeadsAdapter:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(max(1, self.attempts)),
                 wait=wait_exponential_jitter(
-                    initial=self.wait_initial_s, max=self.wait_max_s, jitter=self.jitter_s
+                    multiplier=self.wait_initial_s, max=self.wait_max_s, jitter=self.jitter_s
                 ),
                 retry=retry_if_exception_type(_Transient),
                 reraise=True,
