@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.deps import Gateway
 from gateway.identity import GatewayService
 from gateway.middleware import BodyLimit, Idempotency, RateLimit
-from gateway.routes import channels, contacts, core
+from gateway.routes import ROUTERS
 from shared.bus import RpcClient
 from shared.clock import Clock
 from shared.errors import AppError, problem_from_pydantic
@@ -125,9 +125,8 @@ def create_app(
             state["ready"] = False
         return JSONResponse(state, status_code=200 if state["ready"] else 503)
 
-    app.include_router(core.router)
-    app.include_router(channels.router)
-    app.include_router(contacts.router)
+    for router in ROUTERS:
+        app.include_router(router)
 
     connectors = hub.services.get("connectors")
     if connectors is not None:

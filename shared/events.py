@@ -135,7 +135,10 @@ class ContactCreated(Payload):
     contact_id: str
     owner_id: str | None = None
     source: dict[str, Any] | None = None
+    """First touch: ``channel_id``, ``kind`` (the channel kind, or ``manual``), ``utm_*``."""
     channel_owner_id: str | None = None
+    interaction_kind: str | None = None
+    """The kind of the interaction that created the contact (``form``, ``ad_lead``, ``call``...)."""
 
 
 class ContactMerged(Payload):

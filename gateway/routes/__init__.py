@@ -1,0 +1,16 @@
+"""Every route module of the gateway; app.py includes them in this order."""
+
+from gateway.routes import analytics, audit, channels, contacts, core, deals, events, inbox, tasks, webhooks
+
+ROUTERS = [
+    core.router,
+    channels.router,
+    contacts.router,
+    inbox.router,
+    deals.router,
+    tasks.router,
+    analytics.router,
+    events.router,
+    webhooks.router,
+    audit.router,
+]

@@ -137,7 +137,7 @@ async def capture(uow: UnitOfWork, env: Envelope) -> None:
         phones=phones,
         emails=emails,
         owner_id=ic.channel_owner_id,
-        source=source_of(ic.channel_id, ic.kind, ic.utm),
+        source=source_of(ic.channel_id, ic.channel_kind, ic.utm),
         extra={"raw_phones": list(ic.sender.raw_phones)},
     )
     uow.emit(
@@ -148,6 +148,7 @@ async def capture(uow: UnitOfWork, env: Envelope) -> None:
             owner_id=contact.get("owner_id"),
             source=contact["source"],
             channel_owner_id=ic.channel_owner_id,
+            interaction_kind=ic.kind,
         ),
         caused_by=env,
         idempotency_key=f"contact:{contact['_id']}",

@@ -1139,9 +1139,7 @@ def update_deal(
             changes["expected_close"] = close
     if "probability" in patch:
         override = (
-            None
-            if patch["probability"] is None
-            else _probability(patch["probability"], "probability", errs)
+            None if patch["probability"] is None else _probability(patch["probability"], "probability", errs)
         )
         if "probability" not in errs.items:
             changes["probability_override"] = override
@@ -1171,15 +1169,11 @@ def update_deal(
     if changed:
         stage = pipeline.stage(updated.stage_id)
         if stage is not None:
-            updated = replace(
-                updated, probability=effective_probability(stage, updated.probability_override)
-            )
+            updated = replace(updated, probability=effective_probability(stage, updated.probability_override))
         updated = replace(updated, updated_at=at)
         payload = _deal_payload(updated, at)
         payload["changed"] = ["probability" if k == "probability_override" else k for k in changed]
-        payload["expected_close"] = (
-            updated.expected_close.isoformat() if updated.expected_close else None
-        )
+        payload["expected_close"] = updated.expected_close.isoformat() if updated.expected_close else None
         events.append(_event("deal.updated", payload))
     if "stage_id" in patch:
         updated, move_events = move(
@@ -1224,9 +1218,7 @@ def pick_next_action(tasks: Iterable[Mapping[str, Any]]) -> NextAction | None:
     return best
 
 
-def set_next_action(
-    deal: Deal, next_action: NextAction | None, now: datetime
-) -> tuple[Deal, list[Event]]:
+def set_next_action(deal: Deal, next_action: NextAction | None, now: datetime) -> tuple[Deal, list[Event]]:
     """Record the deal's next action (see :func:`pick_next_action`); no events."""
     if deal.next_action == next_action:
         return deal, []
@@ -1353,9 +1345,7 @@ def import_deal(
     errs.raise_if_any()
 
     first_stage, first_at, first_reason = entries[0]
-    create_data = {
-        k: v for k, v in data.items() if k not in ("stage_history", "created_at", "lost_reason")
-    }
+    create_data = {k: v for k, v in data.items() if k not in ("stage_history", "created_at", "lost_reason")}
     create_data["stage_id"] = first_stage.id
     create_data["lost_reason"] = first_reason
     deal, events = create_deal(

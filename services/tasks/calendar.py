@@ -110,9 +110,7 @@ def render_calendar(
     cal.add("name", calendar_name)
     cal.add("refresh-interval", vDuration(REFRESH_INTERVAL), parameters={"VALUE": "DURATION"})
     cal.add("x-published-ttl", vText(_ttl(REFRESH_INTERVAL)))
-    selected = [
-        t for t in tasks if t.status == "open" and (user_id is None or t.assignee_id == user_id)
-    ]
+    selected = [t for t in tasks if t.status == "open" and (user_id is None or t.assignee_id == user_id)]
     for task in sorted(selected, key=lambda t: (_utc(t.due_at), t.id)):
         cal.add_component(task_event(task, now))
     return cal.to_ical()

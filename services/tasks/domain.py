@@ -473,9 +473,7 @@ def _require_open(task: Task, action: str) -> None:
         )
 
 
-def update_task(
-    task: Task, data: TaskPatch | Mapping[str, Any], now: datetime
-) -> tuple[Task, list[Event]]:
+def update_task(task: Task, data: TaskPatch | Mapping[str, Any], now: datetime) -> tuple[Task, list[Event]]:
     """Apply a PATCH. Only open tasks change (else :class:`Conflict`).
 
     Emits ``task.updated`` (payload ``changes``: the field names that changed) and, when the
@@ -484,9 +482,7 @@ def update_task(
     Nothing changed → the same task and no events."""
     patch = parse_model(TaskPatch, data)
     changes = patch.changes()
-    errors = {
-        f: "must not be null" for f in _REQUIRED_ON_PATCH if f in changes and changes[f] is None
-    }
+    errors = {f: "must not be null" for f in _REQUIRED_ON_PATCH if f in changes and changes[f] is None}
     if errors:
         raise ValidationFailed("Validation failed", errors)
     _require_open(task, "change")
@@ -542,9 +538,7 @@ def cancel_task(task: Task, now: datetime) -> tuple[Task, list[Event]]:
         return task, []
     _require_open(task, "cancel")
     n = _utc(now)
-    new = dataclasses.replace(
-        task, status="canceled", canceled_at=n, updated_at=n, version=task.version + 1
-    )
+    new = dataclasses.replace(task, status="canceled", canceled_at=n, updated_at=n, version=task.version + 1)
     return new, [_event("task.canceled", new, canceled_at=_iso(n))]
 
 
@@ -600,9 +594,7 @@ def status_filter(status: TaskStatusFilter | str, now: datetime) -> dict[str, An
         return {"status": "open", "due_at": {"$lt": _utc(now)}}
     if status in ("open", "done", "canceled"):
         return {"status": status}
-    raise ValidationFailed(
-        "Validation failed", {"status": "must be one of open, done, canceled, overdue"}
-    )
+    raise ValidationFailed("Validation failed", {"status": "must be one of open, done, canceled, overdue"})
 
 
 def matches_status(task: Task, status: TaskStatusFilter | str, now: datetime) -> bool:

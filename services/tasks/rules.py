@@ -537,9 +537,7 @@ def _event_key(event: Mapping[str, Any]) -> str:
         return str(event["event_id"])
     if event.get("idempotency_key"):
         return str(event["idempotency_key"])
-    blob = json.dumps(
-        {"t": event.get("event_type"), "p": event.get("payload")}, sort_keys=True, default=str
-    )
+    blob = json.dumps({"t": event.get("event_type"), "p": event.get("payload")}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -747,9 +745,7 @@ def apply_create_task(
 MISSED_CALL_CALLBACK = "missed_call_callback"
 NEW_LEAD_FIRST_CONTACT = "new_lead_first_contact"
 STAGE_TASKS = "stage_tasks"
-BUILTIN_RULE_IDS: frozenset[str] = frozenset(
-    {MISSED_CALL_CALLBACK, NEW_LEAD_FIRST_CONTACT, STAGE_TASKS}
-)
+BUILTIN_RULE_IDS: frozenset[str] = frozenset({MISSED_CALL_CALLBACK, NEW_LEAD_FIRST_CONTACT, STAGE_TASKS})
 
 LEAD_SOURCE_KINDS = [
     "form",
@@ -820,9 +816,7 @@ def default_rules() -> list[Rule]:
     return [Rule.model_validate({**r, "builtin": True}) for r in raw]
 
 
-def effective_rules(
-    custom_rules: Iterable[Rule] = (), disabled_rule_ids: Iterable[str] = ()
-) -> list[Rule]:
+def effective_rules(custom_rules: Iterable[Rule] = (), disabled_rule_ids: Iterable[str] = ()) -> list[Rule]:
     """Built-in rules not switched off, then the tenant's own rules (in the given order)."""
     disabled = set(disabled_rule_ids)
     return [r for r in default_rules() if r.id not in disabled] + [

@@ -66,8 +66,9 @@ def test_json_form_posted_twice_with_same_submission_gives_one_item(admin: Api) 
     channel = make_form_channel(admin)
     payload = {"contact": {"name": "Anna Smith", "phone": "+44 20 7946 0018"}, "submission_id": "sub-42"}
     for _ in range(2):
-        r = httpx.post(channel["webhook_url"], content=json.dumps(payload),
-                       headers={"Content-Type": "application/json"})
+        r = httpx.post(
+            channel["webhook_url"], content=json.dumps(payload), headers={"Content-Type": "application/json"}
+        )
         assert r.status_code == 200, r.text
     contact = eventually(lambda: find_by_phone(admin, "+442079460018"))[0]
 
@@ -77,7 +78,9 @@ def test_json_form_posted_twice_with_same_submission_gives_one_item(admin: Api) 
 
     items = eventually(timeline_settled)
     # Both posts were accepted and processed; give the second one time to land, then count.
-    ch = eventually(lambda: (c := admin.get(f"/api/v1/channels/{channel['id']}").json())["health"]["received"] == 2 and c)
+    ch = eventually(
+        lambda: (c := admin.get(f"/api/v1/channels/{channel['id']}").json())["health"]["received"] == 2 and c
+    )
     assert ch["health"]["received"] == 2
     eventually(lambda: len(admin.get(f"/api/v1/contacts/{contact['id']}/timeline").json()["items"]) == 1)
     items = admin.get(f"/api/v1/contacts/{contact['id']}/timeline").json()["items"]

@@ -21,8 +21,15 @@ T = TypeVar("T")
 
 
 class HubProcess:
-    def __init__(self, *, rabbit_url: str, mongo_url: str, data_dir: Path, namespace: str | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        rabbit_url: str,
+        mongo_url: str,
+        data_dir: Path,
+        namespace: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.namespace = namespace or f"t{uuid.uuid4().hex[:10]}"
         self.root_token = "root-" + uuid.uuid4().hex
@@ -48,8 +55,8 @@ class HubProcess:
 
     def start(self, timeout_s: float = 60.0) -> HubProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(  # noqa: S603
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
             [sys.executable, "-m", "shared.cli", "run", "all"], cwd=ROOT, env=self.env, stdout=log, stderr=log
         )
         deadline = time.monotonic() + timeout_s

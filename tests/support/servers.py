@@ -26,7 +26,7 @@ def docker_available() -> bool:
     if not shutil.which("docker"):
         return False
     try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=5).returncode == 0  # noqa: S607
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=5).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -52,7 +52,7 @@ def delete_namespace_queues(url: str, namespace: str) -> None:
         return
     try:
         out = subprocess.run(
-            ["rabbitmqctl", "list_queues", "name", "--quiet", "--no-table-headers"],  # noqa: S607
+            ["rabbitmqctl", "list_queues", "name", "--quiet", "--no-table-headers"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -72,13 +72,13 @@ def delete_namespace_queues(url: str, namespace: str) -> None:
                 ch = await conn.channel()
                 try:
                     await ch.queue_delete(name)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
             ch = await conn.channel()
             for ex in (f"{namespace}.events", f"{namespace}.dead-letter"):
                 try:
                     await ch.exchange_delete(ex)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
 
     asyncio.run(drop())

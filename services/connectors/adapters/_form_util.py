@@ -336,9 +336,7 @@ def looks_like_email(value: str) -> bool:
     return len(value) <= 254 and bool(_EMAIL.match(value))
 
 
-def build_sender(
-    name: str | None, phones: Iterable[str | None], emails: Iterable[str | None]
-) -> Sender:
+def build_sender(name: str | None, phones: Iterable[str | None], emails: Iterable[str | None]) -> Sender:
     ph: list[str] = []
     for p in phones:
         if p and looks_like_phone(p.strip()) and p.strip() not in ph:

@@ -199,9 +199,7 @@ class MetaLeadsAdapter:
                 with attempt:
                     return await once()
         except _Transient as exc:
-            raise RetryLater(
-                f"Graph API unavailable after {self.attempts} attempts: {exc}"
-            ) from exc
+            raise RetryLater(f"Graph API unavailable after {self.attempts} attempts: {exc}") from exc
         raise RetryLater("Graph API retries exhausted.")  # pragma: no cover - loop always returns
 
     def _captured(self, lead: Mapping[str, str], doc: Mapping[str, Any], now: datetime) -> Captured:

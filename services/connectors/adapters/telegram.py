@@ -115,9 +115,7 @@ class TelegramAdapter:
             summary = "Telegram message: contact shared"
         else:
             media = next((m for m in _MEDIA if m in message), None)
-            summary = (
-                f"Telegram message ({media.replace('_', ' ')})" if media else "Telegram message"
-            )
+            summary = f"Telegram message ({media.replace('_', ' ')})" if media else "Telegram message"
 
         data: dict[str, Any] = {
             "text": text,

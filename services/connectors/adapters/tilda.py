@@ -101,9 +101,7 @@ class TildaAdapter:
             data["utm"] = dict(utm)
             data["form_id"] = idx.get_exact("formid")
             items.append(replace(item, data=data, utm=dict(utm)))
-        return HookOutcome(
-            response=fu.text_response("ok"), items=tuple(items), discarded=outcome.discarded
-        )
+        return HookOutcome(response=fu.text_response("ok"), items=tuple(items), discarded=outcome.discarded)
 
     async def enrich(
         self, channel: ChannelView, outcome: HookOutcome, http: Any, now: datetime

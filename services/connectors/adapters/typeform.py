@@ -105,12 +105,7 @@ class TypeformAdapter:
             elif kind == "phone_number" or field.get("type") == "phone_number":
                 phones.append(text)
             title = titles.get(str(field.get("id") or ""), "")
-            if (
-                kind == "text"
-                and text
-                and _NAME_TITLE.search(title)
-                and not _NOT_NAME.search(title)
-            ):
+            if kind == "text" and text and _NAME_TITLE.search(title) and not _NOT_NAME.search(title):
                 name_parts.append(text)
 
         hidden = fu.obj(resp.get("hidden"))

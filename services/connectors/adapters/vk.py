@@ -51,9 +51,7 @@ def _int_id(value: Any) -> str | None:
 def _answer_text(answer: Any) -> str:
     if isinstance(answer, list):
         parts = [
-            fu.scalar_text(a.get("value") or a.get("key"))
-            if isinstance(a, Mapping)
-            else fu.scalar_text(a)
+            fu.scalar_text(a.get("value") or a.get("key")) if isinstance(a, Mapping) else fu.scalar_text(a)
             for a in answer
         ]
         return ", ".join(p for p in parts if p)
@@ -140,9 +138,7 @@ class VkAdapter:
             fields[label if label not in fields else f"{label} ({key})"] = text
             if key and text:
                 by_key.setdefault(key.lower(), text)
-        name = " ".join(
-            by_key[k] for k in ("first_name", "patronymic_name", "last_name") if by_key.get(k)
-        )
+        name = " ".join(by_key[k] for k in ("first_name", "patronymic_name", "last_name") if by_key.get(k))
         sender = fu.build_sender(name or None, [by_key.get("phone_number")], [by_key.get("email")])
         user_id = _int_id(obj.get("user_id"))
         if not fu.has_contact(sender) and not user_id:

@@ -126,9 +126,7 @@ class ZadarmaAdapter:
     # ---- internals --------------------------------------------------------------------------
 
     @staticmethod
-    def _verify(
-        channel: ChannelView, request: RawRequest, event: str, params: Mapping[str, str]
-    ) -> None:
+    def _verify(channel: ChannelView, request: RawRequest, event: str, params: Mapping[str, str]) -> None:
         secret = channel.secrets.get("api_secret")
         if not secret:
             raise bad_signature("The channel has no api_secret to verify Zadarma's signature.")
@@ -138,16 +136,12 @@ class ZadarmaAdapter:
         expected = zadarma_signature(secret, event, params)
         # Also accept base64 of the raw digest, should Zadarma ever fix its PHP-ism.
         message = "".join(params.get(f, "") for f in _SIGNED_FIELDS[event])
-        raw = base64.b64encode(
-            hmac.new(secret.encode(), message.encode(), hashlib.sha1).digest()
-        ).decode()
+        raw = base64.b64encode(hmac.new(secret.encode(), message.encode(), hashlib.sha1).digest()).decode()
         if not (constant_time_equal(got, expected) | constant_time_equal(got, raw)):
             raise bad_signature()
 
     @staticmethod
-    def _item(
-        channel: ChannelView, event: str, params: Mapping[str, str], now: datetime
-    ) -> Captured:
+    def _item(channel: ChannelView, event: str, params: Mapping[str, str], now: datetime) -> Captured:
         call_id = params["pbx_call_id"].strip()
         subject = f"zadarma:call:{call_id}"
         key = f"zadarma:{call_id}:{event}"

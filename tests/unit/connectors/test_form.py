@@ -22,9 +22,7 @@ URLENC = "application/x-www-form-urlencoded"
 
 
 def channel(config: dict | None = None, secrets: dict | None = None) -> ChannelView:
-    return ChannelView(
-        id="ch1", tenant_id="t1", kind="form", config=config or {}, secrets=secrets or {}
-    )
+    return ChannelView(id="ch1", tenant_id="t1", kind="form", config=config or {}, secrets=secrets or {})
 
 
 def request(
@@ -128,9 +126,7 @@ def test_multipart_fields_are_read():
     ]
     body = b""
     for k, v in parts:
-        body += (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
-        ).encode()
+        body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n').encode()
     body += (
         f'--{boundary}\r\nContent-Disposition: form-data; name="cv"; filename="cv.pdf"\r\n'
         "Content-Type: application/pdf\r\n\r\n%PDF-1.4 binary\r\n"
@@ -242,9 +238,7 @@ def test_deeply_nested_json_is_400_or_clean_never_crashes():
     for _ in range(50):
         nested = {"n": nested}
     nested["phone"] = "123456"
-    (item,) = ADAPTER.handle(
-        channel(), request(json.dumps(nested).encode(), "application/json"), NOW
-    ).items
+    (item,) = ADAPTER.handle(channel(), request(json.dumps(nested).encode(), "application/json"), NOW).items
     assert item.sender.phones == ("123456",)
 
 

@@ -28,9 +28,7 @@ def channel(key: str | None = "g00gle-k3y") -> ChannelView:
 
 
 def request(body: bytes, ctype: str = "application/json") -> RawRequest:
-    return RawRequest(
-        "POST", "https://crm.example.com/hooks/ga1", "", "", {"content-type": ctype}, body
-    )
+    return RawRequest("POST", "https://crm.example.com/hooks/ga1", "", "", {"content-type": ctype}, body)
 
 
 def lead(**changes) -> bytes:

@@ -77,9 +77,7 @@ def test_verification_echoes_challenge_exactly():
 
 def test_verification_with_wrong_token_is_403():
     with pytest.raises(HookError) as info:
-        ADAPTER.handle(
-            channel(), get("hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1"), NOW
-        )
+        ADAPTER.handle(channel(), get("hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1"), NOW)
     assert info.value.status == 403
 
 

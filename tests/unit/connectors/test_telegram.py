@@ -120,9 +120,7 @@ def test_missing_update_id_is_422() -> None:
 
 
 def test_message_without_chat_or_date_is_422() -> None:
-    message = {
-        k: v for k, v in FIXTURES["text_message"]["message"].items() if k not in ("chat", "date")
-    }
+    message = {k: v for k, v in FIXTURES["text_message"]["message"].items() if k not in ("chat", "date")}
     with pytest.raises(HookError) as err:
         post({"update_id": 5, "message": message})
     assert err.value.status == 422

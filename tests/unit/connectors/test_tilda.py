@@ -18,9 +18,7 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 def channel(config: dict | None = None, secrets: dict | None = None) -> ChannelView:
-    return ChannelView(
-        id="tl1", tenant_id="t1", kind="tilda", config=config or {}, secrets=secrets or {}
-    )
+    return ChannelView(id="tl1", tenant_id="t1", kind="tilda", config=config or {}, secrets=secrets or {})
 
 
 def request(

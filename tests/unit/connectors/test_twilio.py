@@ -30,9 +30,7 @@ CHANNEL = ChannelView("ch_twilio", "t1", "twilio", {}, {"auth_token": TOKEN})
 def sign(token: str, url: str, params: dict[str, str]) -> str:
     """Twilio's documented scheme: URL + sorted name+value pairs, HMAC-SHA1, base64."""
     payload = url + "".join(k + params[k] for k in sorted(params))
-    return base64.b64encode(
-        hmac.new(token.encode(), payload.encode(), hashlib.sha1).digest()
-    ).decode()
+    return base64.b64encode(hmac.new(token.encode(), payload.encode(), hashlib.sha1).digest()).decode()
 
 
 def request(
@@ -67,9 +65,7 @@ def test_signature_matches_twilio_documented_example() -> None:
         "From": "+14158675309",
         "To": "+18005551212",
     }
-    got = twilio_signature(
-        "12345", "https://mycompany.com/myapp.php?foo=1&bar=2", list(params.items())
-    )
+    got = twilio_signature("12345", "https://mycompany.com/myapp.php?foo=1&bar=2", list(params.items()))
     assert got == "RSOYDt4T1cUTdK1PDd93/VVr8B8="
 
 
@@ -144,9 +140,7 @@ def test_same_callback_twice_gives_same_idempotency_key() -> None:
 
 
 def test_without_sequence_number_key_uses_call_status() -> None:
-    params = {
-        k: v for k, v in FIXTURES["inbound_parent_completed"].items() if k != "SequenceNumber"
-    }
+    params = {k: v for k, v in FIXTURES["inbound_parent_completed"].items() if k != "SequenceNumber"}
     (item,) = handle(params).items
     assert item.idempotency_key == "twilio:CA11111111111111111111111111111111:completed"
 
@@ -190,9 +184,7 @@ def test_dial_action_callback_uses_dial_call_status() -> None:
 def test_get_callback_is_signed_over_url_alone() -> None:
     params = FIXTURES["inbound_parent_completed"]
     url = URL + "?" + urlencode(params)
-    req = RawRequest(
-        "GET", url, "", urlencode(params), {"x-twilio-signature": sign(TOKEN, url, {})}, b""
-    )
+    req = RawRequest("GET", url, "", urlencode(params), {"x-twilio-signature": sign(TOKEN, url, {})}, b"")
     (item,) = ADAPTER.handle(CHANNEL, req, NOW).items
     assert item.data["status"] == "answered"
 
@@ -333,9 +325,7 @@ def test_browser_agent_calling_out_is_outbound_to_the_dialled_client() -> None:
 
 
 def test_dial_leg_from_one_of_our_numbers_is_outbound() -> None:
-    channel = ChannelView(
-        "ch_twilio", "t1", "twilio", {"numbers": ["+74951234567"]}, {"auth_token": TOKEN}
-    )
+    channel = ChannelView("ch_twilio", "t1", "twilio", {"numbers": ["+74951234567"]}, {"auth_token": TOKEN})
     params = dict(FIXTURES["dial_leg_no_answer"], From="+74951234567", To="+79031112233")
     (item,) = ADAPTER.handle(channel, request(params), NOW).items
     assert item.direction == "out"

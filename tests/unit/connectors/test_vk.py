@@ -23,16 +23,12 @@ def channel(secrets: dict | None = None, config: dict | None = None) -> ChannelV
         tenant_id="t1",
         kind="vk",
         config=config or {},
-        secrets=secrets
-        if secrets is not None
-        else {"secret": "vk-s3cret", "confirmation": "a1b2c3d4"},
+        secrets=secrets if secrets is not None else {"secret": "vk-s3cret", "confirmation": "a1b2c3d4"},
     )
 
 
 def request(body: bytes, ctype: str = "application/json") -> RawRequest:
-    return RawRequest(
-        "POST", "https://crm.example.com/hooks/vk1", "", "", {"content-type": ctype}, body
-    )
+    return RawRequest("POST", "https://crm.example.com/hooks/vk1", "", "", {"content-type": ctype}, body)
 
 
 def fixture(name: str, **changes) -> bytes:
@@ -149,9 +145,7 @@ def test_hostile_answers_give_clean_record():
             {"key": "phone_number", "answer": "не скажу"},
         ],
     }
-    (item,) = ADAPTER.handle(
-        channel(), request(fixture("vk_lead_forms_new.json", object=obj)), NOW
-    ).items
+    (item,) = ADAPTER.handle(channel(), request(fixture("vk_lead_forms_new.json", object=obj)), NOW).items
     assert item.sender.name == "<script>x</script>"
     assert item.sender.phones == ()
     assert item.data["fields"]["Выбор"] == "A"

@@ -18,9 +18,7 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 def channel(secrets: dict | None = None) -> ChannelView:
-    return ChannelView(
-        id="ya1", tenant_id="t1", kind="yandex_forms", config={}, secrets=secrets or {}
-    )
+    return ChannelView(id="ya1", tenant_id="t1", kind="yandex_forms", config={}, secrets=secrets or {})
 
 
 def request(body: bytes, headers: dict | None = None, query: str = "", ctype="application/json"):

@@ -50,9 +50,7 @@ def post(
     channel: ChannelView = CHANNEL,
 ) -> HookOutcome:
     headers = {"content-type": content_type, "signature": signature or sign(params)}
-    req = RawRequest(
-        "POST", URL, "", "", headers, body if body is not None else urlencode(params).encode()
-    )
+    req = RawRequest("POST", URL, "", "", headers, body if body is not None else urlencode(params).encode())
     return ADAPTER.handle(channel, req, NOW)
 
 
@@ -145,9 +143,7 @@ def test_outbound_call_client_is_destination() -> None:
     assert start.direction == end.direction == "out"
     assert end.sender.phones == ("89031112233",)
     assert end.data["status"] == "busy"
-    assert (
-        start.subject_key == end.subject_key == "zadarma:call:out_7f6e5d4c3b2a19087f6e5d4c3b2a1908"
-    )
+    assert start.subject_key == end.subject_key == "zadarma:call:out_7f6e5d4c3b2a19087f6e5d4c3b2a1908"
 
 
 def test_notify_record_gives_recording_id() -> None:
@@ -157,9 +153,7 @@ def test_notify_record_gives_recording_id() -> None:
 
 
 def test_timezone_is_taken_from_channel_config() -> None:
-    channel = ChannelView(
-        "c", "t", "zadarma", {"timezone": "Asia/Yekaterinburg"}, {"api_secret": SECRET}
-    )
+    channel = ChannelView("c", "t", "zadarma", {"timezone": "Asia/Yekaterinburg"}, {"api_secret": SECRET})
     (item,) = post(FIXTURES["notify_start"], channel=channel).items
     assert item.occurred_at == datetime(2026, 11, 27, 12, 3, 10, tzinfo=UTC)
 

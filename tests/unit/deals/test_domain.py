@@ -302,9 +302,7 @@ def test_delete_stage_with_deals_is_a_conflict() -> None:
 def test_delete_stage_with_deals_and_target_returns_move_plan() -> None:
     pipeline = make_pipeline()
     qual, prop = stage_id(pipeline, "Qualified"), stage_id(pipeline, "Proposal")
-    edit = d.delete_stage(
-        pipeline, qual, T0 + timedelta(hours=1), deal_count=3, target_stage_id=prop
-    )
+    edit = d.delete_stage(pipeline, qual, T0 + timedelta(hours=1), deal_count=3, target_stage_id=prop)
     assert edit.move_plan == {qual: prop}
     assert edit.deleted_stage_ids == (qual,)
     assert [s.name for s in edit.pipeline.open_stages] == ["New", "Proposal"]
@@ -542,9 +540,7 @@ def test_move_forward_records_history_and_emits_stage_changed() -> None:
 
 def test_move_backwards_is_allowed() -> None:
     pipeline = make_pipeline()
-    deal, _ = d.move(
-        make_deal(pipeline), pipeline, stage_id(pipeline, "Proposal"), T0 + timedelta(1)
-    )
+    deal, _ = d.move(make_deal(pipeline), pipeline, stage_id(pipeline, "Proposal"), T0 + timedelta(1))
     back, events = d.move(deal, pipeline, stage_id(pipeline, "New"), T0 + timedelta(2))
     assert back.stage_id == stage_id(pipeline, "New")
     assert back.probability == 10
@@ -630,9 +626,7 @@ def test_lose_reason_must_be_on_tenant_list_matched_case_insensitively() -> None
             loss_reasons=reasons,
         )
     assert info.value.errors == {"lost_reason": "must be one of the tenant's loss reasons"}
-    lost, _ = d.move(
-        deal, pipeline, pipeline.lost_stage.id, T0, lost_reason="дОРОГО", loss_reasons=reasons
-    )
+    lost, _ = d.move(deal, pipeline, pipeline.lost_stage.id, T0, lost_reason="дОРОГО", loss_reasons=reasons)
     assert lost.lost_reason == "Дорого"
 
 
@@ -781,9 +775,7 @@ def test_update_deal_refuses_bad_and_unknown_fields() -> None:
 def test_update_without_changes_emits_nothing() -> None:
     pipeline = make_pipeline()
     deal = make_deal(pipeline)
-    same, events = d.update_deal(
-        deal, pipeline, {"amount": 1000, "currency": "RUB"}, T0 + timedelta(1)
-    )
+    same, events = d.update_deal(deal, pipeline, {"amount": 1000, "currency": "RUB"}, T0 + timedelta(1))
     assert events == [] and same == deal
 
 
@@ -987,9 +979,7 @@ def test_amount_never_uses_float_arithmetic() -> None:
     assert isinstance(parse_amount("1.10"), Decimal)
 
 
-@pytest.mark.parametrize(
-    ("raw", "code"), [("rub", "RUB"), (" USD ", "USD"), ("KZT", "KZT"), ("BYN", "BYN")]
-)
+@pytest.mark.parametrize(("raw", "code"), [("rub", "RUB"), (" USD ", "USD"), ("KZT", "KZT"), ("BYN", "BYN")])
 def test_currency_normalised(raw: str, code: str) -> None:
     assert normalize_currency(raw) == code
 
@@ -1077,9 +1067,7 @@ def test_import_lost_deal_needs_reason_and_reopen_is_replayed() -> None:
             ids(),
             now,
         )
-    assert info.value.errors == {
-        "stage_history.3.lost_reason": "a reason is required to lose a deal"
-    }
+    assert info.value.errors == {"stage_history.3.lost_reason": "a reason is required to lose a deal"}
     deal, events = d.import_deal(
         TENANT,
         {"title": "T", "contact_id": "c", "stage_history": history, "lost_reason": "Budget"},
@@ -1137,9 +1125,7 @@ def test_import_validation_errors() -> None:
         "created_at": "is later than the first stage entry",
     }
     with pytest.raises(d.ValidationFailed) as empty:
-        d.import_deal(
-            TENANT, {"title": "T", "contact_id": "c", "stage_history": []}, pipeline, ids(), now
-        )
+        d.import_deal(TENANT, {"title": "T", "contact_id": "c", "stage_history": []}, pipeline, ids(), now)
     assert set(empty.value.errors) == {"stage_history"}
 
 
@@ -1156,9 +1142,7 @@ def test_patch_lost_reason_corrects_a_lost_deal_only() -> None:
     with pytest.raises(d.ValidationFailed) as info:
         d.update_deal(deal, pipeline, {"lost_reason": "Late"}, T0)
     assert set(info.value.errors) == {"lost_reason"}
-    lost, _ = d.move(
-        deal, pipeline, pipeline.lost_stage.id, T0, "late", loss_reasons=["Late", "Price"]
-    )
+    lost, _ = d.move(deal, pipeline, pipeline.lost_stage.id, T0, "late", loss_reasons=["Late", "Price"])
     fixed, events = d.update_deal(
         lost, pipeline, {"lost_reason": "price"}, T0 + timedelta(1), loss_reasons=["Late", "Price"]
     )

@@ -364,9 +364,7 @@ def test_workload_counts_open_overdue_and_due_today_per_user() -> None:
         make("e", due_at="2026-03-10T10:00:00Z"),  # unassigned
         make("f", due_at="2026-03-10T13:00:00Z", assignee_id="ghost"),
     ]
-    tasks.append(
-        complete_task(make("g", due_at="2026-03-10T09:00:00Z", assignee_id="u1"), None, now)[0]
-    )
+    tasks.append(complete_task(make("g", due_at="2026-03-10T09:00:00Z", assignee_id="u1"), None, now)[0])
     rows = workload(tasks, ["u1", {"user_id": "u2"}, {"id": "u3"}], now)
     assert rows == [
         {"user_id": "u1", "open": 3, "overdue": 1, "due_today": 2},
