@@ -7,7 +7,8 @@ plain text (nothing durable), otherwise 403.
 Notifications: ``POST`` JSON ``{"object": "page", "entry": [{"id", "time", "changes":
 [{"field": "leadgen", "value": {"leadgen_id", "page_id", "form_id", "ad_id", "adgroup_id",
 "created_time"}}]}]}``, signed with ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw
-body keyed with the app secret>`` (required when ``secrets.app_secret`` is set). The notification
+body keyed with the app secret>`` (always required: a channel without ``secrets.app_secret``
+accepts no notification). The notification
 holds no personal data: ``handle`` answers 200 with ``needs_enrichment=True`` and
 ``context["leads"]``; ``enrich`` then reads each lead from
 ``GET {config.graph_base_url}/{leadgen_id}?access_token=<secrets.page_access_token>`` with a
@@ -43,6 +44,7 @@ from .base import (
     HookOutcome,
     RawRequest,
     RetryLater,
+    bad_signature,
     constant_time_equal,
     require_hmac_header,
 )
@@ -89,8 +91,9 @@ class MetaLeadsAdapter:
         if request.method.upper() == "GET":
             return self._verify_subscription(channel, request)
         app_secret = channel.secrets.get("app_secret")
-        if app_secret:
-            require_hmac_header(request, app_secret, "x-hub-signature-256")
+        if not app_secret:  # Meta signs every delivery: an unsigned channel accepts nothing
+            raise bad_signature("secrets.app_secret is not configured for this channel.")
+        require_hmac_header(request, app_secret, "x-hub-signature-256")
         body = fu.require_json(request)
         if body.get("object") != "page":
             return HookOutcome(response=fu.json_response(), discarded="ignored")
@@ -206,7 +209,7 @@ class MetaLeadsAdapter:
 
     def _captured(self, lead: Mapping[str, str], doc: Mapping[str, Any], now: datetime) -> Captured:
         fields: dict[str, str] = {}
-        for entry in doc.get("field_data") or []:
+        for entry in fu.lst(doc.get("field_data")):
             if not isinstance(entry, Mapping) or not entry.get("name"):
                 continue
             values = entry.get("values")
