@@ -60,9 +60,9 @@ PHONE_KEYS = ("phone", "tel", "telephone", "mobile", "your-phone", "phone_number
 EMAIL_KEYS = ("email", "mail", "your-email", "e-mail", "почта")
 SUBMISSION_ID_KEYS = ("submission_id", "form_submission_id", "id", "tranid")
 FORM_NAME_KEYS = ("form_name", "formname", "form", "form_title", "formid", "form_id")
-PAGE_URL_KEYS = ("page_url", "page.url", "pageurl", "url")
+PAGE_URL_KEYS = ("page_url", "page.url", "pageurl")
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u2028\u2029\ufeff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
 _EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]{1,64}@[^@\s<>()\[\],;:\"]+\.[^@\s<>()\[\],;:\"]+$")
 
 JSON_ACCEPTED = b'{"status":"accepted"}'
@@ -292,7 +292,7 @@ class FieldIndex:
     top-level field of that name exists or its first segment is a form/page container.
     """
 
-    def __init__(self, fields: Mapping[str, str], field_map: Mapping[str, Any] | None = None):
+    def __init__(self, fields: Mapping[str, str], field_map: Any = None):
         self.fields = fields
         self._exact: dict[str, str] = {}
         for k, v in fields.items():
@@ -309,7 +309,7 @@ class FieldIndex:
             if not self._lower.get(leaf):
                 self._lower[leaf] = v
         self._aliases: dict[str, list[str]] = {}
-        for src, target in (field_map or {}).items():
+        for src, target in field_map.items() if isinstance(field_map, Mapping) else ():
             if isinstance(src, str) and isinstance(target, str):
                 self._aliases.setdefault(target.strip().lower(), []).append(src.strip().lower())
 

@@ -333,3 +333,15 @@ def test_random_bytes_never_raise_anything_but_hook_error():
             for key, value in item.data["fields"].items():
                 key.encode("utf-8")
                 value.encode("utf-8")
+
+
+def test_bidi_override_characters_are_removed_from_names():
+    body = json.dumps({"name": "Ivan\u202egnp.exe", "phone": "12345"}).encode()
+    (item,) = ADAPTER.handle(channel(), request(body, "application/json"), NOW).items
+    assert item.sender.name == "Ivangnp.exe"
+
+
+def test_malformed_field_map_config_is_ignored():
+    ch = channel(config={"field_map": ["not", "a", "mapping"], "honeypot_field": 5})
+    (item,) = ADAPTER.handle(ch, request(b"name=A"), NOW).items
+    assert item.sender.name == "A"

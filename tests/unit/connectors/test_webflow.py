@@ -170,3 +170,18 @@ def test_mutated_payloads_give_a_hook_error_or_a_clean_record():
             assert item.occurred_at.tzinfo is not None
             json.dumps(item.data)
             assert all(isinstance(v, str) for v in item.utm.values())
+
+
+@pytest.mark.parametrize("window", ["nan", "inf", -5, "abc", 10**9])
+def test_insane_replay_window_config_falls_back_to_five_minutes(window):
+    ch = ChannelView("wf1", "t1", "webflow", {"replay_window_s": window}, {"secret": SECRET})
+    with pytest.raises(HookError) as info:
+        ADAPTER.handle(ch, signed(payload(), at=NOW - timedelta(minutes=6)), NOW)
+    assert info.value.status == 401
+    assert ADAPTER.handle(ch, signed(payload(), at=NOW - timedelta(minutes=4)), NOW).items
+
+
+def test_configured_replay_window_is_used():
+    ch = ChannelView("wf1", "t1", "webflow", {"replay_window_s": 60}, {"secret": SECRET})
+    with pytest.raises(HookError):
+        ADAPTER.handle(ch, signed(payload(), at=NOW - timedelta(minutes=2)), NOW)
