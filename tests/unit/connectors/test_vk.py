@@ -133,7 +133,8 @@ def test_duplicate_same_key():
 def test_malformed():
     assert error(b'{"type": "lead_forms_new", "obj').status == 400
     assert error(b"type=confirmation", ctype="application/x-www-form-urlencoded").status == 415
-    assert error(b'{"object": {}}').status == 422
+    assert error(b'{"object": {}, "secret": "vk-s3cret"}').status == 422
+    assert error(b'{"object": {}}').status == 401
     err = error(fixture("vk_lead_forms_new.json", object={"answers": []}))
     assert err.status == 422 and "object.lead_id" in err.errors
     err = error(fixture("vk_message_new.json", object={"message": {"text": "hi"}}))
