@@ -13,7 +13,9 @@ holds no personal data: ``handle`` answers 200 with ``needs_enrichment=True`` an
 ``context["leads"]``; ``enrich`` then reads each lead from
 ``GET {config.graph_base_url}/{leadgen_id}?access_token=<secrets.page_access_token>`` with a
 per-request timeout and a few quick tenacity retries (exponential back-off with jitter) on 5xx,
-429 and network errors. Anything still failing raises :class:`RetryLater`: a lead is never dropped.
+429 and network errors; a 400 to the full field list is retried once with the basic fields
+(``id,created_time,field_data,ad_id,form_id``). Anything still failing raises
+:class:`RetryLater`: a lead is never dropped.
 
 Each lead becomes an ``ad_lead``: ``field_data`` ``[{name, values}]`` → ``data.fields`` (values
 joined with ``", "``), ``full_name``/``first_name``+``last_name``, ``phone_number``, ``email`` → the
@@ -54,11 +56,18 @@ LEAD_FIELDS = (
     "id,created_time,field_data,ad_id,ad_name,adset_id,adset_name,"
     "campaign_id,campaign_name,form_id,platform,is_organic"
 )
+# Fields every token with leads_retrieval can read; asked for when the richer list is refused
+# (campaign and ad names need ads permissions on some pages).
+BASIC_LEAD_FIELDS = "id,created_time,field_data,ad_id,form_id"
 MAX_LEADS_PER_DELIVERY = 100
 
 
 class _Transient(Exception):
     """A failure worth a quick retry (5xx, 429, network)."""
+
+
+class _FieldsRefused(Exception):
+    """Graph answered 400 (e.g. a field the token may not read)."""
 
 
 class MetaLeadsAdapter:
@@ -169,17 +178,31 @@ class MetaLeadsAdapter:
         return tuple(items)
 
     async def _fetch(self, http: httpx.AsyncClient, url: str, token: str) -> Mapping[str, Any]:
+        """The lead document; the full field list first, the basic one if Graph refuses it."""
+        try:
+            return await self._fetch_fields(http, url, token, LEAD_FIELDS)
+        except _FieldsRefused:
+            try:
+                return await self._fetch_fields(http, url, token, BASIC_LEAD_FIELDS)
+            except _FieldsRefused as exc:
+                raise RetryLater("Graph API refused to read the lead (HTTP 400).") from exc
+
+    async def _fetch_fields(
+        self, http: httpx.AsyncClient, url: str, token: str, fields: str
+    ) -> Mapping[str, Any]:
         async def once() -> Mapping[str, Any]:
             try:
                 resp = await http.get(
                     url,
-                    params={"access_token": token, "fields": LEAD_FIELDS},
+                    params={"access_token": token, "fields": fields},
                     timeout=self.timeout_s,
                 )
             except httpx.HTTPError as exc:  # timeouts, connection errors
                 raise _Transient(type(exc).__name__) from exc
             if resp.status_code == 429 or resp.status_code >= 500:
                 raise _Transient(f"HTTP {resp.status_code}")
+            if resp.status_code == 400:
+                raise _FieldsRefused()
             if resp.status_code != 200:
                 raise RetryLater(f"Graph API answered HTTP {resp.status_code} for a lead.")
             try:

@@ -194,6 +194,36 @@ async def test_enrich_client_error_is_retry_later_without_hammering():
     async with httpx.AsyncClient(transport=httpx.MockTransport(responder)) as http:
         with pytest.raises(RetryLater):
             await FAST.enrich(channel(), _outcome(), http, NOW)
+    assert state["n"] == 2  # the full field list, then the basic one; no back-off loop
+
+
+async def test_enrich_falls_back_to_basic_fields_when_the_rich_list_is_refused():
+    seen: list[str] = []
+
+    def responder(req: httpx.Request) -> httpx.Response:
+        seen.append(req.url.params["fields"])
+        if "campaign_name" in req.url.params["fields"]:
+            return httpx.Response(400, json={"error": {"code": 100}})
+        lead = {k: v for k, v in graph_lead().items() if k not in ("campaign_name", "ad_name")}
+        return httpx.Response(200, json=lead)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(responder)) as http:
+        (item,) = await FAST.enrich(channel(), _outcome(), http, NOW)
+    assert len(seen) == 2 and "field_data" in seen[1] and "campaign_name" not in seen[1]
+    assert item.sender.emails == ("joe@example.com",)
+    assert item.utm == {"utm_source": "facebook", "utm_medium": "paid_social"}
+
+
+async def test_enrich_other_client_errors_are_retry_later_at_once():
+    state = {"n": 0}
+
+    def responder(req: httpx.Request) -> httpx.Response:
+        state["n"] += 1
+        return httpx.Response(403, json={"error": {"code": 200}})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(responder)) as http:
+        with pytest.raises(RetryLater):
+            await FAST.enrich(channel(), _outcome(), http, NOW)
     assert state["n"] == 1
 
 
