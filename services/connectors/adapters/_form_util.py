@@ -60,9 +60,9 @@ PHONE_KEYS = ("phone", "tel", "telephone", "mobile", "your-phone", "phone_number
 EMAIL_KEYS = ("email", "mail", "your-email", "e-mail", "почта")
 SUBMISSION_ID_KEYS = ("submission_id", "form_submission_id", "id", "tranid")
 FORM_NAME_KEYS = ("form_name", "formname", "form", "form_title", "formid", "form_id")
-PAGE_URL_KEYS = ("page_url", "page.url", "pageurl", "url")
+PAGE_URL_KEYS = ("page_url", "page.url", "pageurl")
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u2028\u2029\ufeff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
 _EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]{1,64}@[^@\s<>()\[\],;:\"]+\.[^@\s<>()\[\],;:\"]+$")
 
 JSON_ACCEPTED = b'{"status":"accepted"}'
@@ -194,9 +194,13 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     return value
 
 
+def is_json_type(content_type: str) -> bool:
+    return content_type in JSON_TYPES or content_type.endswith("+json")
+
+
 def require_json(request: RawRequest) -> dict[str, Any]:
     check_size(request)
-    if request.content_type not in JSON_TYPES:
+    if not is_json_type(request.content_type):
         raise unsupported_type(request.content_type, "application/json")
     return parse_json_object(request.body)
 
@@ -227,7 +231,11 @@ def flatten(obj: Mapping[str, Any]) -> dict[str, str]:
 
     def walk(prefix: str, value: Any, depth: int) -> None:
         if depth > MAX_DEPTH:
-            add(prefix, clean_text(json.dumps(value, ensure_ascii=False, default=str)))
+            try:
+                text = json.dumps(value, ensure_ascii=False, default=str)
+            except (ValueError, RecursionError):
+                text = "[nested too deeply]"
+            add(prefix, clean_text(text))
             return
         if isinstance(value, Mapping):
             if not value and prefix:
@@ -257,7 +265,7 @@ def parse_form_fields(request: RawRequest, *, allow_json: bool = True) -> dict[s
         return pairs_to_fields(parse_urlencoded(request.body, _charset(request)))
     if ctype == MULTIPART:
         return pairs_to_fields(parse_multipart(request))
-    if allow_json and ctype in JSON_TYPES:
+    if allow_json and is_json_type(ctype):
         return flatten(parse_json_object(request.body))
     expected = f"{URLENCODED} or {MULTIPART}" + (" or application/json" if allow_json else "")
     raise unsupported_type(ctype, expected)
@@ -284,7 +292,7 @@ class FieldIndex:
     top-level field of that name exists or its first segment is a form/page container.
     """
 
-    def __init__(self, fields: Mapping[str, str], field_map: Mapping[str, Any] | None = None):
+    def __init__(self, fields: Mapping[str, str], field_map: Any = None):
         self.fields = fields
         self._exact: dict[str, str] = {}
         for k, v in fields.items():
@@ -301,7 +309,7 @@ class FieldIndex:
             if not self._lower.get(leaf):
                 self._lower[leaf] = v
         self._aliases: dict[str, list[str]] = {}
-        for src, target in (field_map or {}).items():
+        for src, target in field_map.items() if isinstance(field_map, Mapping) else ():
             if isinstance(src, str) and isinstance(target, str):
                 self._aliases.setdefault(target.strip().lower(), []).append(src.strip().lower())
 
@@ -414,8 +422,12 @@ def body_digest(body: bytes) -> str:
 
 
 def safe_id(value: Any, limit: int = 200) -> str:
-    """An id fit for an idempotency key: no control characters or colons-only oddities, capped."""
-    return clean_text(str(value), limit)
+    """An id fit for an idempotency key: no control characters; an over-long id is hashed so two
+    different long ids never collide by truncation."""
+    text = _CONTROL.sub("", str(value)).strip()
+    if len(text) > limit:
+        return "sha256:" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+    return text
 
 
 def parse_time(value: Any, fallback: datetime) -> datetime:
@@ -454,3 +466,8 @@ def text_response(text: str = "ok", status: int = 200) -> HookResponse:
 def obj(value: Any) -> Mapping[str, Any]:
     """``value`` when it is a JSON object, else an empty mapping (hostile payloads vary types)."""
     return value if isinstance(value, Mapping) else {}
+
+
+def lst(value: Any) -> list[Any]:
+    """``value`` when it is a JSON array, else an empty list."""
+    return value if isinstance(value, list) else []

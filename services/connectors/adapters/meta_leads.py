@@ -7,12 +7,15 @@ plain text (nothing durable), otherwise 403.
 Notifications: ``POST`` JSON ``{"object": "page", "entry": [{"id", "time", "changes":
 [{"field": "leadgen", "value": {"leadgen_id", "page_id", "form_id", "ad_id", "adgroup_id",
 "created_time"}}]}]}``, signed with ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw
-body keyed with the app secret>`` (required when ``secrets.app_secret`` is set). The notification
+body keyed with the app secret>`` (always required: a channel without ``secrets.app_secret``
+accepts no notification). The notification
 holds no personal data: ``handle`` answers 200 with ``needs_enrichment=True`` and
 ``context["leads"]``; ``enrich`` then reads each lead from
 ``GET {config.graph_base_url}/{leadgen_id}?access_token=<secrets.page_access_token>`` with a
 per-request timeout and a few quick tenacity retries (exponential back-off with jitter) on 5xx,
-429 and network errors. Anything still failing raises :class:`RetryLater`: a lead is never dropped.
+429 and network errors; a 400 to the full field list is retried once with the basic fields
+(``id,created_time,field_data,ad_id,form_id``). Anything still failing raises
+:class:`RetryLater`: a lead is never dropped.
 
 Each lead becomes an ``ad_lead``: ``field_data`` ``[{name, values}]`` → ``data.fields`` (values
 joined with ``", "``), ``full_name``/``first_name``+``last_name``, ``phone_number``, ``email`` → the
@@ -43,6 +46,7 @@ from .base import (
     HookOutcome,
     RawRequest,
     RetryLater,
+    bad_signature,
     constant_time_equal,
     require_hmac_header,
 )
@@ -52,11 +56,18 @@ LEAD_FIELDS = (
     "id,created_time,field_data,ad_id,ad_name,adset_id,adset_name,"
     "campaign_id,campaign_name,form_id,platform,is_organic"
 )
+# Fields every token with leads_retrieval can read; asked for when the richer list is refused
+# (campaign and ad names need ads permissions on some pages).
+BASIC_LEAD_FIELDS = "id,created_time,field_data,ad_id,form_id"
 MAX_LEADS_PER_DELIVERY = 100
 
 
 class _Transient(Exception):
     """A failure worth a quick retry (5xx, 429, network)."""
+
+
+class _FieldsRefused(Exception):
+    """Graph answered 400 (e.g. a field the token may not read)."""
 
 
 class MetaLeadsAdapter:
@@ -89,8 +100,9 @@ class MetaLeadsAdapter:
         if request.method.upper() == "GET":
             return self._verify_subscription(channel, request)
         app_secret = channel.secrets.get("app_secret")
-        if app_secret:
-            require_hmac_header(request, app_secret, "x-hub-signature-256")
+        if not app_secret:  # Meta signs every delivery: an unsigned channel accepts nothing
+            raise bad_signature("secrets.app_secret is not configured for this channel.")
+        require_hmac_header(request, app_secret, "x-hub-signature-256")
         body = fu.require_json(request)
         if body.get("object") != "page":
             return HookOutcome(response=fu.json_response(), discarded="ignored")
@@ -166,17 +178,31 @@ class MetaLeadsAdapter:
         return tuple(items)
 
     async def _fetch(self, http: httpx.AsyncClient, url: str, token: str) -> Mapping[str, Any]:
+        """The lead document; the full field list first, the basic one if Graph refuses it."""
+        try:
+            return await self._fetch_fields(http, url, token, LEAD_FIELDS)
+        except _FieldsRefused:
+            try:
+                return await self._fetch_fields(http, url, token, BASIC_LEAD_FIELDS)
+            except _FieldsRefused as exc:
+                raise RetryLater("Graph API refused to read the lead (HTTP 400).") from exc
+
+    async def _fetch_fields(
+        self, http: httpx.AsyncClient, url: str, token: str, fields: str
+    ) -> Mapping[str, Any]:
         async def once() -> Mapping[str, Any]:
             try:
                 resp = await http.get(
                     url,
-                    params={"access_token": token, "fields": LEAD_FIELDS},
+                    params={"access_token": token, "fields": fields},
                     timeout=self.timeout_s,
                 )
             except httpx.HTTPError as exc:  # timeouts, connection errors
                 raise _Transient(type(exc).__name__) from exc
             if resp.status_code == 429 or resp.status_code >= 500:
                 raise _Transient(f"HTTP {resp.status_code}")
+            if resp.status_code == 400:
+                raise _FieldsRefused()
             if resp.status_code != 200:
                 raise RetryLater(f"Graph API answered HTTP {resp.status_code} for a lead.")
             try:
@@ -204,7 +230,7 @@ class MetaLeadsAdapter:
 
     def _captured(self, lead: Mapping[str, str], doc: Mapping[str, Any], now: datetime) -> Captured:
         fields: dict[str, str] = {}
-        for entry in doc.get("field_data") or []:
+        for entry in fu.lst(doc.get("field_data")):
             if not isinstance(entry, Mapping) or not entry.get("name"):
                 continue
             values = entry.get("values")

@@ -76,7 +76,14 @@ class TildaAdapter:
         )
         if is_probe:
             # The probe proves the URL works; a key that is present must still be right.
-            if channel.secrets.get("token") and any(k.lower() == field_name for k in fields):
+            header_name = str(channel.config.get("api_key_header") or DEFAULT_KEY_HEADER)
+            presented = (
+                any(k.lower() == field_name for k in fields)
+                or request.header(header_name) is not None
+                or request.header("x-crm-token") is not None
+                or "token" in request.query_params()
+            )
+            if channel.secrets.get("token") and presented:
                 self._check_key(channel, request, fields)
             return HookOutcome(response=fu.text_response("ok"), discarded="test")
         self._check_key(channel, request, fields)

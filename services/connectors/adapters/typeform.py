@@ -82,7 +82,7 @@ class TypeformAdapter:
             raise fu.invalid({"fields": f"Too many fields (at most {fu.MAX_FIELDS})."})
         definition = fu.obj(resp.get("definition"))
         titles: dict[str, str] = {}
-        for f in definition.get("fields") or []:
+        for f in fu.lst(definition.get("fields")):
             if isinstance(f, Mapping) and f.get("id"):
                 titles[str(f["id"])] = fu.scalar_text(f.get("title"))
 

@@ -68,8 +68,6 @@ class VkAdapter:
     def handle(self, channel: ChannelView, request: RawRequest, now: datetime) -> HookOutcome:
         body = fu.require_json(request)
         event_type = body.get("type")
-        if not isinstance(event_type, str) or not event_type:
-            raise fu.invalid({"type": "type is required."})
         group_id = _int_id(body.get("group_id"))
         expected_group = _int_id(channel.config.get("group_id"))
 
@@ -93,6 +91,8 @@ class VkAdapter:
                 raise bad_signature("secret does not match the channel's Callback API secret.")
         if expected_group and group_id != expected_group:
             raise bad_signature("group_id does not match the channel's community.")
+        if not isinstance(event_type, str) or not event_type:
+            raise fu.invalid({"type": "type is required."})
 
         obj = body.get("object")
         if event_type == "lead_forms_new":

@@ -14,6 +14,7 @@ form (``First Name`` + ``Last Name``, ``email``, ``Phone Number``...). Idempoten
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -50,6 +51,17 @@ def verify_webflow_signature(
         raise bad_signature()
 
 
+def _window(value: Any) -> float:
+    """``config.replay_window_s`` when it is a sane number of seconds (1 s .. 1 h), else 300."""
+    try:
+        window = float(value)
+    except (TypeError, ValueError):
+        return DEFAULT_REPLAY_WINDOW_S
+    if not math.isfinite(window) or not 1 <= window <= 3600:
+        return DEFAULT_REPLAY_WINDOW_S
+    return window
+
+
 class WebflowAdapter:
     """Adapter for ``kind = "webflow"``."""
 
@@ -58,11 +70,7 @@ class WebflowAdapter:
     def handle(self, channel: ChannelView, request: RawRequest, now: datetime) -> HookOutcome:
         secret = channel.secrets.get("secret")
         if secret:
-            window = channel.config.get("replay_window_s") or DEFAULT_REPLAY_WINDOW_S
-            try:
-                window_s = float(window)
-            except (TypeError, ValueError):
-                window_s = DEFAULT_REPLAY_WINDOW_S
+            window_s = _window(channel.config.get("replay_window_s"))
             verify_webflow_signature(request, secret, now, window_s)
         body = fu.require_json(request)
         if "triggerType" in body:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
@@ -277,3 +278,64 @@ def test_submitted_at_field_sets_occurred_at():
 async def test_enrich_returns_the_items():
     out = ADAPTER.handle(channel(), request(b"name=A"), NOW)
     assert await ADAPTER.enrich(channel(), out, None, NOW) == out.items
+
+
+def test_multipart_with_cyrillic_field_names():
+    body = (
+        '--XX\r\nContent-Disposition: form-data; name="Телефон"\r\n\r\n+7 916 123-45-67\r\n'
+        '--XX\r\nContent-Disposition: form-data; name="Имя"\r\n\r\nОля\r\n--XX--\r\n'
+    ).encode()
+    out = ADAPTER.handle(channel(), request(body, "multipart/form-data; boundary=XX"), NOW)
+    (item,) = out.items
+    assert item.data["fields"] == {"Телефон": "+7 916 123-45-67", "Имя": "Оля"}
+    assert item.sender.name == "Оля" and item.sender.phones == ("+7 916 123-45-67",)
+
+
+def test_json_suffix_content_type_is_json():
+    (item,) = ADAPTER.handle(
+        channel(), request(b'{"email": "x@y.io"}', "application/vnd.api+json"), NOW
+    ).items
+    assert item.sender.emails == ("x@y.io",)
+
+
+def test_overlong_submission_ids_are_hashed_not_truncated():
+    a = ADAPTER.handle(channel(), request(b"name=A&id=" + b"1" * 300), NOW).items[0]
+    b = ADAPTER.handle(channel(), request(b"name=A&id=" + b"1" * 299 + b"2"), NOW).items[0]
+    assert a.idempotency_key != b.idempotency_key
+    assert a.idempotency_key.startswith("form:ch1:sha256:")
+
+
+def test_random_bytes_never_raise_anything_but_hook_error():
+    rnd = random.Random(5)
+    base = fixture("form_cf7.txt")
+    types = [URLENC, "multipart/form-data; boundary=XX", "application/json", "multipart/form-data"]
+    for i in range(600):
+        if i % 2:
+            body = bytes(rnd.randrange(256) for _ in range(rnd.randint(0, 120)))
+        else:
+            mutated = bytearray(base)
+            for _ in range(rnd.randint(1, 6)):
+                pos = rnd.randrange(len(mutated))
+                mutated[pos : pos + 2] = bytes(rnd.choice(b'%&=+\x00\xff\xd0;"') for _ in range(2))
+            body = bytes(mutated)
+        try:
+            out = ADAPTER.handle(channel(), request(body, rnd.choice(types)), NOW)
+        except HookError as exc:
+            assert exc.status in (400, 413, 415, 422)
+            continue
+        for item in out.items:
+            for key, value in item.data["fields"].items():
+                key.encode("utf-8")
+                value.encode("utf-8")
+
+
+def test_bidi_override_characters_are_removed_from_names():
+    body = json.dumps({"name": "Ivan\u202egnp.exe", "phone": "12345"}).encode()
+    (item,) = ADAPTER.handle(channel(), request(body, "application/json"), NOW).items
+    assert item.sender.name == "Ivangnp.exe"
+
+
+def test_malformed_field_map_config_is_ignored():
+    ch = channel(config={"field_map": ["not", "a", "mapping"], "honeypot_field": 5})
+    (item,) = ADAPTER.handle(ch, request(b"name=A"), NOW).items
+    assert item.sender.name == "A"

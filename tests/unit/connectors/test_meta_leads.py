@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import json
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -190,6 +192,36 @@ async def test_enrich_client_error_is_retry_later_without_hammering():
     async with httpx.AsyncClient(transport=httpx.MockTransport(responder)) as http:
         with pytest.raises(RetryLater):
             await FAST.enrich(channel(), _outcome(), http, NOW)
+    assert state["n"] == 2  # the full field list, then the basic one; no back-off loop
+
+
+async def test_enrich_falls_back_to_basic_fields_when_the_rich_list_is_refused():
+    seen: list[str] = []
+
+    def responder(req: httpx.Request) -> httpx.Response:
+        seen.append(req.url.params["fields"])
+        if "campaign_name" in req.url.params["fields"]:
+            return httpx.Response(400, json={"error": {"code": 100}})
+        lead = {k: v for k, v in graph_lead().items() if k not in ("campaign_name", "ad_name")}
+        return httpx.Response(200, json=lead)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(responder)) as http:
+        (item,) = await FAST.enrich(channel(), _outcome(), http, NOW)
+    assert len(seen) == 2 and "field_data" in seen[1] and "campaign_name" not in seen[1]
+    assert item.sender.emails == ("joe@example.com",)
+    assert item.utm == {"utm_source": "facebook", "utm_medium": "paid_social"}
+
+
+async def test_enrich_other_client_errors_are_retry_later_at_once():
+    state = {"n": 0}
+
+    def responder(req: httpx.Request) -> httpx.Response:
+        state["n"] += 1
+        return httpx.Response(403, json={"error": {"code": 200}})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(responder)) as http:
+        with pytest.raises(RetryLater):
+            await FAST.enrich(channel(), _outcome(), http, NOW)
     assert state["n"] == 1
 
 
@@ -208,3 +240,49 @@ async def test_instagram_platform_sets_utm_source():
     ) as http:
         (item,) = await FAST.enrich(channel(), _outcome(), http, NOW)
     assert item.utm["utm_source"] == "instagram"
+
+
+def _mutations(doc, rnd: random.Random, rounds: int):
+    """Copies of ``doc`` with 1-3 values replaced by hostile ones (types, sizes, control chars)."""
+    hostile = [None, True, 0, -1, 1.5, 10**30, "", "<script>", "\x00\x1b", "9" * 300, [], {}, [{}]]
+
+    def paths(o, p=()):
+        yield p
+        items = o.items() if isinstance(o, dict) else enumerate(o) if isinstance(o, list) else ()
+        for k, v in items:
+            yield from paths(v, (*p, k))
+
+    for _ in range(rounds):
+        d = copy.deepcopy(doc)
+        for _ in range(rnd.randint(1, 3)):
+            p = rnd.choice(list(paths(d)))
+            if not p:
+                continue
+            cur = d
+            for k in p[:-1]:
+                cur = cur[k]
+            cur[p[-1]] = copy.deepcopy(rnd.choice(hostile))
+        yield d
+
+
+def test_mutated_payloads_give_a_hook_error_or_a_clean_record():
+    def run(body):
+        return ADAPTER.handle(channel(), post(body), NOW)
+
+    for doc in _mutations(json.loads(notification()), random.Random(42), 300):
+        try:
+            out = run(json.dumps(doc).encode())
+        except HookError as exc:
+            assert exc.status in (400, 401, 415, 422)
+            continue
+        for item in out.items:
+            assert item.occurred_at.tzinfo is not None
+            json.dumps(item.data)
+            assert all(isinstance(v, str) for v in item.utm.values())
+
+
+def test_channel_without_app_secret_accepts_no_notification():
+    ch = channel({"verify_token": "vt-123", "page_access_token": "PAT"})
+    with pytest.raises(HookError) as info:
+        ADAPTER.handle(ch, post(notification()), NOW)
+    assert info.value.status == 401

@@ -111,3 +111,18 @@ def test_json_variant_is_accepted():
     (item,) = ADAPTER.handle(channel(), request(body, "application/json"), NOW).items
     assert item.sender.phones == ("89161234567",)
     assert item.idempotency_key == "tilda:tl1:1:2"
+
+
+def test_probe_with_a_wrong_key_is_401():
+    ch = channel(secrets={"token": "k3y"})
+    with pytest.raises(HookError) as info:
+        ADAPTER.handle(ch, request(b"test=test", headers={"api-key": "nope"}), NOW)
+    assert info.value.status == 401
+    out = ADAPTER.handle(ch, request(b"test=test&api_key=k3y"), NOW)
+    assert out.discarded == "test"
+
+
+def test_honeypot_applies_and_answers_ok():
+    ch = channel(config={"honeypot_field": "hp"})
+    out = ADAPTER.handle(ch, request(submission() + b"&hp=http%3A%2F%2Fspam"), NOW)
+    assert out.response.body == b"ok" and out.discarded == "spam" and out.items == ()

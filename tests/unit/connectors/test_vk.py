@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -127,7 +129,8 @@ def test_duplicate_same_key():
 def test_malformed():
     assert error(b'{"type": "lead_forms_new", "obj').status == 400
     assert error(b"type=confirmation", ctype="application/x-www-form-urlencoded").status == 415
-    assert error(b'{"object": {}}').status == 422
+    assert error(b'{"object": {}, "secret": "vk-s3cret"}').status == 422
+    assert error(b'{"object": {}}').status == 401
     err = error(fixture("vk_lead_forms_new.json", object={"answers": []}))
     assert err.status == 422 and "object.lead_id" in err.errors
     err = error(fixture("vk_message_new.json", object={"message": {"text": "hi"}}))
@@ -149,3 +152,42 @@ def test_hostile_answers_give_clean_record():
     assert item.sender.name == "<script>x</script>"
     assert item.sender.phones == ()
     assert item.data["fields"]["Выбор"] == "A"
+
+
+def _mutations(doc, rnd: random.Random, rounds: int):
+    """Copies of ``doc`` with 1-3 values replaced by hostile ones (types, sizes, control chars)."""
+    hostile = [None, True, 0, -1, 1.5, 10**30, "", "<script>", "\x00\x1b", "9" * 300, [], {}, [{}]]
+
+    def paths(o, p=()):
+        yield p
+        items = o.items() if isinstance(o, dict) else enumerate(o) if isinstance(o, list) else ()
+        for k, v in items:
+            yield from paths(v, (*p, k))
+
+    for _ in range(rounds):
+        d = copy.deepcopy(doc)
+        for _ in range(rnd.randint(1, 3)):
+            p = rnd.choice(list(paths(d)))
+            if not p:
+                continue
+            cur = d
+            for k in p[:-1]:
+                cur = cur[k]
+            cur[p[-1]] = copy.deepcopy(rnd.choice(hostile))
+        yield d
+
+
+def test_mutated_payloads_give_a_hook_error_or_a_clean_record():
+    def run(body):
+        return ADAPTER.handle(channel(), request(body), NOW)
+
+    for doc in _mutations(json.loads(fixture("vk_lead_forms_new.json")), random.Random(42), 300):
+        try:
+            out = run(json.dumps(doc).encode())
+        except HookError as exc:
+            assert exc.status in (400, 401, 415, 422)
+            continue
+        for item in out.items:
+            assert item.occurred_at.tzinfo is not None
+            json.dumps(item.data)
+            assert all(isinstance(v, str) for v in item.utm.values())

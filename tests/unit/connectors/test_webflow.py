@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import json
+import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -129,3 +131,57 @@ def test_v1_payload_is_accepted():
     (item,) = ADAPTER.handle(channel(), signed(body), NOW).items
     assert item.sender.name == "Some One"
     assert item.idempotency_key == "webflow:6321ca84df3949bfc6752327"
+
+
+def _mutations(doc, rnd: random.Random, rounds: int):
+    """Copies of ``doc`` with 1-3 values replaced by hostile ones (types, sizes, control chars)."""
+    hostile = [None, True, 0, -1, 1.5, 10**30, "", "<script>", "\x00\x1b", "9" * 300, [], {}, [{}]]
+
+    def paths(o, p=()):
+        yield p
+        items = o.items() if isinstance(o, dict) else enumerate(o) if isinstance(o, list) else ()
+        for k, v in items:
+            yield from paths(v, (*p, k))
+
+    for _ in range(rounds):
+        d = copy.deepcopy(doc)
+        for _ in range(rnd.randint(1, 3)):
+            p = rnd.choice(list(paths(d)))
+            if not p:
+                continue
+            cur = d
+            for k in p[:-1]:
+                cur = cur[k]
+            cur[p[-1]] = copy.deepcopy(rnd.choice(hostile))
+        yield d
+
+
+def test_mutated_payloads_give_a_hook_error_or_a_clean_record():
+    def run(body):
+        return ADAPTER.handle(channel(), signed(body), NOW)
+
+    for doc in _mutations(json.loads(payload()), random.Random(42), 300):
+        try:
+            out = run(json.dumps(doc).encode())
+        except HookError as exc:
+            assert exc.status in (400, 401, 415, 422)
+            continue
+        for item in out.items:
+            assert item.occurred_at.tzinfo is not None
+            json.dumps(item.data)
+            assert all(isinstance(v, str) for v in item.utm.values())
+
+
+@pytest.mark.parametrize("window", ["nan", "inf", -5, "abc", 10**9])
+def test_insane_replay_window_config_falls_back_to_five_minutes(window):
+    ch = ChannelView("wf1", "t1", "webflow", {"replay_window_s": window}, {"secret": SECRET})
+    with pytest.raises(HookError) as info:
+        ADAPTER.handle(ch, signed(payload(), at=NOW - timedelta(minutes=6)), NOW)
+    assert info.value.status == 401
+    assert ADAPTER.handle(ch, signed(payload(), at=NOW - timedelta(minutes=4)), NOW).items
+
+
+def test_configured_replay_window_is_used():
+    ch = ChannelView("wf1", "t1", "webflow", {"replay_window_s": 60}, {"secret": SECRET})
+    with pytest.raises(HookError):
+        ADAPTER.handle(ch, signed(payload(), at=NOW - timedelta(minutes=2)), NOW)
