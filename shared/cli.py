@@ -7,6 +7,9 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 from shared.hub import SERVICES, BrokerUnreachable, Hub
 from shared.localmongo import LocalMongo
@@ -16,7 +19,7 @@ from shared.settings import Settings
 log = logging.getLogger("crm")
 
 
-def _serve_http(app: object, settings: Settings, port: int) -> None:
+def _serve_http(app: Any, settings: Settings, port: int) -> None:
     import uvicorn
 
     uvicorn.run(
@@ -24,7 +27,7 @@ def _serve_http(app: object, settings: Settings, port: int) -> None:
         host=settings.host,
         port=port,
         log_config=None,
-        access_log=False,  # type: ignore[arg-type]
+        access_log=False,
         timeout_graceful_shutdown=10,
     )
 
@@ -89,11 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _lifespan(hub: Hub):  # type: ignore[no-untyped-def]
-    from contextlib import asynccontextmanager
-
+def _lifespan(hub: Hub) -> Callable[[Any], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
-    async def lifespan(_app):  # type: ignore[no-untyped-def]
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
         await hub.start()
         try:
             yield

@@ -27,7 +27,7 @@ SERVICES: dict[str, str] = {
 
 def load_service(name: str) -> type[Service]:
     module, _, cls = SERVICES[name].partition(":")
-    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), cls)
 
 
 def redact_url(url: str) -> str:

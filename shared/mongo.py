@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -117,10 +119,17 @@ class Store:
             if models:
                 await self.db[coll].create_indexes(list(models))
 
-    async def atomic(self, fn: Callable[[UnitOfWork], Awaitable[T]], *, attempts: int = 5) -> T:
+    async def atomic(self, fn: Callable[[UnitOfWork], Awaitable[T]], *, budget_s: float = 120.0) -> T:
         """Run ``fn`` in one transaction; its emitted events are written to the outbox in it and
-        published right after the commit. Transient transaction errors are retried."""
-        for attempt in range(attempts):
+        published right after the commit.
+
+        Transient transaction errors (write conflicts) are retried with jittered back-off for up to
+        ``budget_s``: longer than the server's transaction lifetime (60 s), so a write that collides
+        with a transaction abandoned by a killed process waits for the server to reap it instead of
+        failing the message towards the dead-letter queue."""
+        deadline = time.monotonic() + budget_s
+        attempt = 0
+        while True:
             async with self.client.start_session() as session:
                 uow = UnitOfWork(self.db, session, self.producer, self.clock.now())
                 try:
@@ -134,13 +143,14 @@ class Store:
                 except BaseException as exc:
                     if session.in_transaction:
                         await session.abort_transaction()
-                    if _transient(exc) and attempt + 1 < attempts:
-                        await asyncio.sleep(0.01 * 2**attempt)
+                    if _transient(exc) and time.monotonic() < deadline:
+                        # full jitter: writers that conflicted must not collide again
+                        await asyncio.sleep(random.uniform(0, min(2.0, 0.01 * 2**attempt)))  # noqa: S311
+                        attempt += 1
                         continue
                     raise
             await self._publish_now(uow.emitted)
             return result
-        raise AssertionError("unreachable")
 
     async def consume(
         self, env: Envelope, consumer: str, fn: Callable[[UnitOfWork], Awaitable[T]]
