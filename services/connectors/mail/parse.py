@@ -332,6 +332,7 @@ _FWD_FIELD = re.compile(
     r"^\s*\**\s*(From|От|Date|Sent|Дата|Отправлено|Subject|Тема|To|Кому|Cc|Копия)\s*\**\s*:\s*(.*)$",
     re.IGNORECASE,
 )
+_WHO_COLON = re.compile(r"^\s*(.*?)\s*<([^<>@\s]+@[^<>\s]+)>\s*:\s*$")
 _FIELD_KEYS = {
     "from": "from", "от": "from",
     "date": "date", "sent": "date", "дата": "date", "отправлено": "date",
@@ -369,6 +370,14 @@ def _inline_forward(text: str, now: datetime) -> _Original | None:
             key = _FIELD_KEYS[m.group(1).lower()]
             fields.setdefault(key, m.group(2).strip().strip("*").strip())
             j += 1
+        if "from" not in fields and j < len(lines):
+            # Yandex / Mail.ru: '14.11.2025, 08:30, "Дмитрий" <dmitry@client.ru>:'
+            m = _WHO_COLON.match(lines[j])
+            if m:
+                name = m.group(1).rsplit(",", 1)[-1].strip().strip("\"'").strip()
+                name = re.sub(r"^от\s+", "", name, flags=re.IGNORECASE)
+                fields["from"] = f'"{name}" <{m.group(2)}>' if name else m.group(2)
+                j += 1
         if "from" not in fields:
             continue
         from_ = _addresses([_bracket_bare(fields["from"])])
@@ -494,19 +503,16 @@ def parse_message(
         sender_is_own = bool(from_) and all(_is_own(a.email, own, own_domains_l) for a in from_)
         direction = "out" if sender_is_own else "in"
 
-    if direction == "in":
-        ordered = from_ + to + cc
-        name_from = [a for a in from_ if not _is_own(a.email, own, own_domains_l)]
-    else:
-        ordered = to + cc + from_
-        name_from = [a for a in to + cc if not _is_own(a.email, own, own_domains_l)]
-    emails: list[str] = []
+    # Inbound: From first, so its display name names the client; outbound: the first To.
+    ordered = from_ + to + cc if direction == "in" else to + cc + from_
+    clients: list[Address] = []
     for a in ordered:
-        if not _is_own(a.email, own, own_domains_l) and a.email not in emails:
-            emails.append(a.email)
-    if not emails:
+        if not _is_own(a.email, own, own_domains_l) and all(c.email != a.email for c in clients):
+            clients.append(a)
+    if not clients:
         return result((), "no_client")
-    name = name_from[0].name if name_from else None
+    emails = [c.email for c in clients]
+    name = clients[0].name
 
     summary = shorten(trim_reply(body_text), SUMMARY_CHARS) or shorten(subject, SUMMARY_CHARS)
     data.update(

@@ -508,7 +508,7 @@ class ImapPoller:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(Exception),
             wait=wait_exponential_jitter(
-                initial=self.config.backoff_initial_s,
+                multiplier=self.config.backoff_initial_s,
                 max=self.config.backoff_max_s,
                 jitter=self.config.backoff_initial_s,
             ),

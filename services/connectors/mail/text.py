@@ -116,7 +116,10 @@ def decode_header_text(value: str | None) -> str:
         prev_encoded = False
         for chunk, charset in pieces:
             if isinstance(chunk, bytes):
-                part = decode_bytes(chunk, charset) if charset else guess_decode(chunk)
+                if charset:
+                    part = decode_bytes(chunk, charset)
+                else:  # decode_header hands plain runs back as raw-unicode-escape bytes
+                    part = chunk.decode("raw-unicode-escape", errors="replace")
                 encoded = charset is not None
             else:
                 part, encoded = chunk, False
