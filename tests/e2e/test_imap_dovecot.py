@@ -7,9 +7,10 @@ loopback port per test.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 
 import pytest
@@ -323,8 +324,15 @@ async def test_lease_keeps_a_second_poller_off_the_mailbox(server):
     shared: list[Delivered] = []
     sink_a, sink_b = MemorySink("a"), MemorySink("b")
     sink_a.log = sink_b.log = shared
-    a = make_poller(server, cursors, sink_a, lease, owner="a", folders=("INBOX",), idle=False)
-    b = make_poller(server, cursors, sink_b, lease, owner="b", folders=("INBOX",), idle=False)
+    # a polls less often than its lease lives: it must renew while it sleeps
+    a = make_poller(
+        server, cursors, sink_a, lease, owner="a", folders=("INBOX",), idle=False,
+        poll_interval_s=1.0, lease_ttl_s=0.6,
+    )  # fmt: skip
+    b = make_poller(
+        server, cursors, sink_b, lease, owner="b", folders=("INBOX",), idle=False,
+        poll_interval_s=0.2, lease_ttl_s=0.6,
+    )  # fmt: skip
     stop_a, stop_b = asyncio.Event(), asyncio.Event()
     task_a = asyncio.create_task(a.run(stop_a))
     await eventually(lambda: len(shared) == 1)
@@ -333,7 +341,7 @@ async def test_lease_keeps_a_second_poller_off_the_mailbox(server):
         for n in (2, 3):
             await asyncio.to_thread(append_message, server, "INBOX", mail(n))
         await eventually(lambda: len(shared) == 3)
-        await asyncio.sleep(1.2)  # b has had a couple of poll intervals
+        await asyncio.sleep(1.5)  # b has tried many times, a's lease outlived its own ttl
         assert {i.owner for i in shared} == {"a"}
         assert sink_b.items == []
         assert a.health().leased and not b.health().leased
@@ -354,7 +362,7 @@ async def test_lease_keeps_a_second_poller_off_the_mailbox(server):
 async def test_errors_are_recorded_without_personal_data(server):
     cursors, sink = MemoryCursors(), MemorySink()
     wrong = make_poller(server, cursors, sink)
-    wrong.config = ImapConfig(**{**wrong.config.__dict__, "password": "nope"})
+    wrong.config = replace(wrong.config, password="nope")
     with pytest.raises(Exception):  # noqa: B017 - imapclient's LoginError
         await wrong.sync_once()
     health = wrong.health()
@@ -362,7 +370,7 @@ async def test_errors_are_recorded_without_personal_data(server):
     assert health.last_error_at is not None and health.last_success_at is None
 
     closed = make_poller(server, cursors, sink)
-    closed.config = ImapConfig(**{**closed.config.__dict__, "port": free_port()})
+    closed.config = replace(closed.config, port=free_port())
     with pytest.raises(OSError):
         await closed.sync_once()
     assert closed.health().last_error == "network: ConnectionRefusedError"
@@ -373,17 +381,61 @@ async def test_run_survives_a_server_outage_and_reports_health(server):
     append_message(server, "INBOX", mail(1))
     cursors, sink = MemoryCursors(), MemorySink()
     poller = make_poller(server, cursors, sink, folders=("INBOX",), idle=False)
-    poller.config = ImapConfig(**{**poller.config.__dict__, "port": free_port()})
+    poller.config = replace(poller.config, port=free_port())
     stop = asyncio.Event()
     task = asyncio.create_task(poller.run(stop))
     try:
         await eventually(lambda: poller.health().last_error is not None)
         assert (poller.health().last_error or "").startswith("network:")
         # the server "comes back" (right port): the back-off loop picks it up
-        poller.config = ImapConfig(**{**poller.config.__dict__, "port": server.port})
+        poller.config = replace(poller.config, port=server.port)
         await eventually(lambda: len(sink.items) == 1, within=10)
         assert poller.health().last_success_at is not None
         assert folder_status(server, "INBOX")[b"MESSAGES"] == 1
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=10)
+
+
+async def test_non_ascii_sent_folder_is_synced_as_outbound(server):
+    append_message(server, "Отправленные", sent_mail(7))
+    cursors, sink = MemoryCursors(), MemorySink()
+    poller = make_poller(server, cursors, sink, folders=("INBOX", "Отправленные"))
+    try:
+        assert await poller.folders() == {"INBOX": "inbox", "Отправленные": "sent"}
+        assert (await poller.sync_once()).delivered == 1
+        assert sink.items[0].folder == "Отправленные"
+        assert sink.items[0].role == "sent" and sink.items[0].direction == "out"
+        assert cursors.data[CHANNEL]["Отправленные"][1] == 1
+    finally:
+        await poller.close()
+
+
+@pytest.fixture
+def tls_server() -> Iterator[DovecotServer]:
+    with dovecot_server(tls=True) as s:
+        yield s
+
+
+@pytest.mark.parametrize("mode", ["tls", "starttls"])
+async def test_tls_and_starttls_connections_sync(tls_server, mode):
+    append_message(tls_server, "INBOX", mail(1))
+    assert tls_server.tls_port is not None and tls_server.ca_file is not None
+    context = ssl.create_default_context(cafile=str(tls_server.ca_file))
+    cursors, sink = MemoryCursors(), MemorySink()
+    poller = make_poller(tls_server, cursors, sink, folders=("INBOX",))
+    port = tls_server.tls_port if mode == "tls" else tls_server.port
+    poller.config = replace(poller.config, ssl=mode, port=port, ssl_context=context)
+    try:
+        assert (await poller.sync_once()).delivered == 1
+    finally:
+        await poller.close()
+
+
+async def test_untrusted_certificate_is_refused(tls_server):
+    cursors, sink = MemoryCursors(), MemorySink()
+    poller = make_poller(tls_server, cursors, sink)
+    poller.config = replace(poller.config, ssl="tls", port=tls_server.tls_port)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await poller.sync_once()
+    assert poller.health().last_error == "network: SSLCertVerificationError"

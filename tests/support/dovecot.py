@@ -56,6 +56,11 @@ class DovecotServer:
     password: str
     root: Path
     """The temp dir holding config, logs and mail."""
+    tls_port: int | None = None
+    """Implicit-TLS (IMAPS) port when started with ``tls=True``; the plain port then offers
+    STARTTLS too."""
+    ca_file: Path | None = None
+    """The self-signed certificate to trust (``ssl.create_default_context(cafile=...)``)."""
 
     @property
     def mail_dir(self) -> Path:
@@ -73,9 +78,65 @@ class DovecotServer:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
+def _tls_files(root: Path) -> tuple[Path, Path]:
+    """A throw-away self-signed certificate for 127.0.0.1 / localhost."""
+    import ipaddress
+    from datetime import UTC, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = root / "cert.pem", root / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
 def _config(
-    root: Path, port: int, internal: tuple[str, str], login: str, uid: int, gid: int
+    root: Path,
+    port: int,
+    internal: tuple[str, str],
+    login: str,
+    uid: int,
+    gid: int,
+    tls: tuple[int, Path, Path] | None = None,
 ) -> str:
+    if tls is None:
+        ssl_lines = "ssl = no"
+        imaps = "port = 0"
+    else:
+        tls_port, cert, key = tls
+        ssl_lines = f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\nssl_min_protocol = TLSv1.2"
+        imaps = f"address = 127.0.0.1\n    port = {tls_port}\n    ssl = yes"
     return f"""\
 protocols = imap
 listen = 127.0.0.1
@@ -84,7 +145,7 @@ state_dir = {root}/state
 instance_name = crm-test-{port}
 log_path = {root}/dovecot.log
 info_log_path = {root}/dovecot.log
-ssl = no
+{ssl_lines}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_internal_user = {internal[0]}
@@ -123,7 +184,7 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    {imaps}
   }}
 }}
 service anvil {{
@@ -191,6 +252,7 @@ def dovecot_server(
     *,
     username: str = "crm-test",
     password: str = "s3cret-Pass",
+    tls: bool = False,
 ) -> Iterator[DovecotServer]:
     """Run a private Dovecot for the duration of the ``with`` block.
 
@@ -216,8 +278,15 @@ def dovecot_server(
     users.write_text(f"{username}:{{PLAIN}}{password}\n")
     users.chmod(0o644)
     conf = root / "dovecot.conf"
-    conf.write_text(_config(root, port, internal, login, uid, gid))
-    server = DovecotServer("127.0.0.1", port, username, password, root)
+    tls_port: int | None = None
+    cert: Path | None = None
+    tls_conf: tuple[int, Path, Path] | None = None
+    if tls:
+        cert, key = _tls_files(root)
+        tls_port = free_port()
+        tls_conf = (tls_port, cert, key)
+    conf.write_text(_config(root, port, internal, login, uid, gid, tls_conf))
+    server = DovecotServer("127.0.0.1", port, username, password, root, tls_port, cert)
     stderr_path = root / "dovecot.stderr"
     proc: subprocess.Popen[bytes] | None = None
     try:

@@ -198,11 +198,21 @@ def _payload_bytes(part: Message) -> bytes:
 
 
 def _encoded_size(part: Message) -> int:
+    """The decoded size, estimated without decoding (base64: 3 bytes per 4 characters)."""
     raw = part.get_payload()
     if not isinstance(raw, str):
         return 0
     cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
-    return len(raw) * 3 // 4 if cte == "base64" else len(raw)
+    if cte == "base64":
+        stripped = "".join(raw.split())
+        return max(0, len(stripped) * 3 // 4 - stripped[-2:].count("="))
+    return len(raw)
+
+
+def _attachment_size(part: Message, max_bytes: int) -> int:
+    """Exact for small parts; large ones are estimated rather than decoded."""
+    estimate = _encoded_size(part)
+    return len(_payload_bytes(part)) if estimate <= max_bytes else estimate
 
 
 def _part_text(part: Message) -> str:
@@ -251,10 +261,8 @@ def _walk(part: Message, body: _Body, max_bytes: int, depth: int = 0) -> None:
     is_text = ctype in ("text/plain", "text/html")
     if disposition == "attachment" or (filename and not is_text) or not is_text:
         if filename or disposition == "attachment" or not ctype.startswith(("text/", "multipart/")):
-            data_len = len(_payload_bytes(part))
-            body.attachments.append(
-                {"name": filename or "attachment", "type": ctype, "size": data_len}
-            )
+            size = _attachment_size(part, max_bytes)
+            body.attachments.append({"name": filename or "attachment", "type": ctype, "size": size})
         return
     if _encoded_size(part) > max_bytes * 4:  # an absurd text part: list it, don't decode it
         body.attachments.append({"name": filename or "body", "type": ctype, "size": 0})

@@ -439,6 +439,19 @@ class ImapPoller:
             await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
         return stop.is_set()
 
+    async def _sleep_leased(self, stop: asyncio.Event, seconds: float) -> None:
+        """Sleep between polls, renewing the lease often enough that it never lapses."""
+        deadline = time.monotonic() + seconds
+        step = max(0.05, self.config.lease_ttl_s / 3)
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if await self._wait(stop, min(step, remaining)):
+                return
+            if time.monotonic() - self._lease_renewed_at >= step and not await self._keep_lease():
+                return
+
     async def _keep_lease(self) -> bool:
         ttl = self.config.lease_ttl_s
         if self._leased:
@@ -493,7 +506,7 @@ class ImapPoller:
         if self.config.idle and b"IDLE" in caps and roles:
             await self._idle(stop, next(iter(roles)))
         else:
-            await self._wait(stop, self.config.poll_interval_s)
+            await self._sleep_leased(stop, self.config.poll_interval_s)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Hold the lease, sync, IDLE or sleep, repeat until ``stop`` is set.

@@ -31,6 +31,16 @@ _CHARSET_ALIASES = {
     "iso-8859-1": "cp1252",  # mislabelled Windows text is far more common than real C1 controls
     "us-ascii": "ascii",
 }
+_UTF_CODECS = {
+    "utf-8",
+    "utf-16",
+    "utf-16-le",
+    "utf-16-be",
+    "utf-32",
+    "utf-32-le",
+    "utf-32-be",
+    "utf-7",
+}
 _UNKNOWN_CHARSETS = {"unknown-8bit", "x-unknown", "unknown", "default", "x-user-defined", "8bit"}
 
 
@@ -79,6 +89,11 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
         if data.isascii():
             return data.decode("ascii")
         return guess_decode(data)  # 8-bit text labelled us-ascii
+    if codec not in _UTF_CODECS and not data.isascii():
+        try:
+            return data.decode("utf-8")  # UTF-8 labelled as a legacy charset: valid UTF-8 wins
+        except UnicodeDecodeError:
+            pass
     try:
         return data.decode(codec)
     except UnicodeDecodeError:
