@@ -471,6 +471,7 @@ def parse_message(
     from_ = _header_addresses(msg, "From")
     to = _header_addresses(msg, "To")
     cc = _header_addresses(msg, "Cc")
+    reply_to = _header_addresses(msg, "Reply-To")
     own_domains_l = [d.strip().lower().lstrip("@") for d in own_domains if d.strip()]
     own = {mailbox_address.strip().lower()}
 
@@ -503,7 +504,7 @@ def parse_message(
             if original.message_id:
                 data["original_message_id"] = original.message_id
             subject = original.subject or re.sub(_FWD_SUBJECT, "", subject).strip()
-            from_, to, cc = original.from_, original.to, original.cc
+            from_, to, cc, reply_to = original.from_, original.to, original.cc, []
             occurred_at = original.date or occurred_at
             body_text = original.body or body_text
         else:
@@ -512,7 +513,8 @@ def parse_message(
         direction = "out" if sender_is_own else "in"
 
     # Inbound: From first, so its display name names the client; outbound: the first To.
-    ordered = from_ + to + cc if direction == "in" else to + cc + from_
+    # Reply-To counts on inbound mail: site forms send From a no-reply address of our own.
+    ordered = from_ + reply_to + to + cc if direction == "in" else to + cc + from_
     clients: list[Address] = []
     for a in ordered:
         if not _is_own(a.email, own, own_domains_l) and all(c.email != a.email for c in clients):
@@ -531,6 +533,7 @@ def parse_message(
             "from": [a.email for a in from_],
             "to": [a.email for a in to],
             "cc": [a.email for a in cc],
+            "reply_to": [a.email for a in reply_to],
             "body_text": body_text[:MAX_BODY_CHARS],
             "attachments": body.attachments,
         }

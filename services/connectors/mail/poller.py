@@ -28,7 +28,7 @@ import ssl as ssl_lib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from imapclient import IMAPClient
@@ -118,6 +118,69 @@ class ImapConfig:
     @property
     def effective_port(self) -> int:
         return self.port or (993 if self.ssl == "tls" else 143)
+
+
+DEFAULT_SINCE_DAYS = 30
+
+
+def config_from_channel(
+    config: Mapping[str, Any], secrets: Mapping[str, str], *, today: date
+) -> ImapConfig:
+    """An :class:`ImapConfig` from an ``imap`` channel's ``config`` and decrypted ``secrets``.
+
+    API.md: ``secrets.password``; ``config.host``, ``port``, ``ssl`` (``tls``/``starttls``/
+    ``none``, default ``tls``), ``username``, ``folders`` (default INBOX and Sent), ``since`` (an
+    ISO date, default 30 days before ``today``). Raises ``ValueError`` naming the bad field.
+    """
+    host = str(config.get("host") or "").strip()
+    if not host:
+        raise ValueError("config.host is required")
+    username = str(config.get("username") or "").strip()
+    if not username:
+        raise ValueError("config.username is required")
+    password = secrets.get("password")
+    if not password:
+        raise ValueError("secrets.password is required")
+    mode = str(config.get("ssl") or "tls").lower()
+    if mode not in ("tls", "starttls", "none"):
+        raise ValueError("config.ssl must be tls, starttls or none")
+    port: int | None = None
+    if config.get("port") not in (None, ""):
+        try:
+            port = int(config["port"])
+        except (TypeError, ValueError):
+            raise ValueError("config.port must be a number") from None
+        if not 0 < port < 65536:
+            raise ValueError("config.port must be between 1 and 65535")
+    folders_raw = config.get("folders")
+    folders: tuple[str, ...] | None = None
+    if folders_raw:
+        if isinstance(folders_raw, str) or not all(isinstance(f, str) for f in folders_raw):
+            raise ValueError("config.folders must be a list of folder names")
+        folders = tuple(f for f in folders_raw if f.strip()) or None
+    since_raw = config.get("since")
+    if since_raw in (None, ""):
+        since = today - timedelta(days=DEFAULT_SINCE_DAYS)
+    elif isinstance(since_raw, date):
+        since = since_raw
+    else:
+        try:
+            since = date.fromisoformat(str(since_raw)[:10])
+        except ValueError:
+            raise ValueError("config.since must be an ISO date (YYYY-MM-DD)") from None
+    extra: dict[str, Any] = {}
+    if config.get("poll_interval_s"):
+        extra["poll_interval_s"] = float(config["poll_interval_s"])
+    return ImapConfig(
+        host=host,
+        username=username,
+        password=password,
+        port=port,
+        ssl=mode,  # type: ignore[arg-type]
+        folders=folders,
+        since=since,
+        **extra,
+    )
 
 
 @dataclass(frozen=True)
@@ -467,7 +530,10 @@ class ImapPoller:
     async def _idle(self, stop: asyncio.Event, folder: str) -> None:
         """IDLE on ``folder`` until something changes, the timeout passes, or stop is set."""
         client = await self._ensure_client()
-        await self._call(client.select_folder, folder, readonly=True)
+        info = await self._call(client.select_folder, folder, readonly=True)
+        synced = self._folder_health.get(folder)
+        if b"UIDNEXT" in info and synced and int(info[b"UIDNEXT"]) - 1 > synced.last_uid:
+            return  # mail arrived between the sync and this SELECT: IDLE would not report it
         limit = min(self.config.idle_timeout_s, MAX_IDLE_S)
         if len(self._folders or {}) > 1:
             limit = min(limit, self.config.poll_interval_s)  # the other folders need polling too
@@ -564,6 +630,7 @@ __all__ = [
     "MailSink",
     "PollerHealth",
     "SyncReport",
+    "config_from_channel",
     "connect",
     "describe_error",
 ]

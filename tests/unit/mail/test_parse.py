@@ -208,6 +208,18 @@ def test_mailbox_address_is_excluded_even_outside_own_domains():
     assert item.sender.name == "Client"
 
 
+def test_reply_to_names_the_client_of_a_site_form_notification():
+    raw = (
+        b"From: Site <noreply@corp.example>\r\nTo: sales@corp.example\r\n"
+        b"Reply-To: =?UTF-8?B?0JjQstCw0L0=?= <Ivan@Client.ru>\r\n"
+        b"Message-ID: <form-1@corp.example>\r\nSubject: New request\r\n\r\nPhone: 8 916 000\r\n"
+    )
+    item = only(parse(raw))
+    assert item.sender.emails == ("ivan@client.ru",)
+    assert item.sender.name == "Иван"
+    assert item.data["reply_to"] == ["ivan@client.ru"]
+
+
 def test_sent_folder_is_outbound_named_after_first_to():
     item = only(parse("sent_outbound.eml", role="sent"))
     assert item.direction == "out"
