@@ -115,6 +115,17 @@ def _msg_ids(value: str) -> list[str]:
     return re.findall(r"<[^<>\s]+>", value)
 
 
+def _own_message_id(value: str) -> str | None:
+    """The message's ``<id>``; a bare ``id@host`` (some mailers omit the brackets) is wrapped."""
+    ids = _msg_ids(value)
+    if ids:
+        return ids[0]
+    bare = value.strip()
+    if bare and " " not in bare and "@" in bare and len(bare) <= 512:
+        return f"<{bare}>"
+    return None
+
+
 def _date(msg: Message, now: datetime) -> datetime:
     raw = _header(msg, "Date")
     return _parse_date(raw, now) or now
@@ -253,7 +264,9 @@ def _walk(part: Message, body: _Body, max_bytes: int, depth: int = 0) -> None:
             # e.g. alternative of multipart/related: take the last (richest) part
             _walk(children[-1], body, max_bytes, depth + 1)
             return
-        for child in children:
+        for index, child in enumerate(children):
+            if ctype == "multipart/related" and index > 0 and _is_inline_resource(child):
+                continue  # logos and pictures the HTML shows, not attachments
             _walk(child, body, max_bytes, depth + 1)
         return
     filename = _filename(part)
@@ -269,6 +282,15 @@ def _walk(part: Message, body: _Body, max_bytes: int, depth: int = 0) -> None:
         return
     text = _part_text(part)
     (body.plain if ctype == "text/plain" else body.html).append(text)
+
+
+def _is_inline_resource(part: Message) -> bool:
+    return (
+        not part.is_multipart()
+        and bool(part.get("Content-ID"))
+        and _disposition(part) != "attachment"
+        and not _ctype(part).startswith("text/")
+    )
 
 
 def _safe(msg: Message) -> bool:
@@ -333,7 +355,7 @@ _FWD_SUBJECT = re.compile(r"^\s*(fwd?|пересл(ано)?|fw)\s*:", re.IGNOREC
 _FWD_MARKER = re.compile(
     r"^\s*(-{2,}\s*(Forwarded message|Пересылаемое сообщение|Пересланное сообщение|"
     r"Переадресованное сообщение|Original Message|Исходное сообщение)\s*-{2,}|"
-    r"Begin forwarded message\s*:|Начало переадресованного сообщения\s*:)\s*$",
+    r"_{10,}|Begin forwarded message\s*:|Начало переадресованного сообщения\s*:)\s*$",
     re.IGNORECASE,
 )
 _FWD_FIELD = re.compile(
@@ -361,16 +383,25 @@ class _Original:
     body: str
 
 
-def _inline_forward(text: str, now: datetime) -> _Original | None:
-    """The original message of a forward written inline ("---- Forwarded message ----" + From:)."""
+def _inline_forward(text: str, now: datetime, subject_forwarded: bool) -> _Original | None:
+    """The original message of a forward written inline.
+
+    Either a marker line ("---------- Forwarded message ---------", "-------- Пересылаемое
+    сообщение --------", Outlook's underscores) followed by From:/Date:/Subject:/To: lines (or the
+    Yandex "date, Name <addr>:" line), or — when the subject says Fwd:/FW: — a bare Outlook
+    header block (From:/Sent:/To:/Subject:, or От:/Отправлено:/Кому:/Тема:).
+    """
     lines = text.replace("\r\n", "\n").split("\n")
     for i, line in enumerate(lines):
-        if not _FWD_MARKER.match(line):
+        if _FWD_MARKER.match(line):
+            j = i + 1
+            while j < len(lines) and not lines[j].strip():
+                j += 1
+        elif subject_forwarded and _is_from_field(line) and _next_is_field(lines, i):
+            j = i
+        else:
             continue
         fields: dict[str, str] = {}
-        j = i + 1
-        while j < len(lines) and not lines[j].strip():
-            j += 1
         while j < len(lines):
             m = _FWD_FIELD.match(lines[j])
             if not m:
@@ -402,6 +433,16 @@ def _inline_forward(text: str, now: datetime) -> _Original | None:
             body=rest,
         )
     return None
+
+
+def _is_from_field(line: str) -> bool:
+    m = _FWD_FIELD.match(line)
+    return m is not None and _FIELD_KEYS[m.group(1).lower()] == "from"
+
+
+def _next_is_field(lines: list[str], i: int) -> bool:
+    following = [ln for ln in lines[i + 1 : i + 3] if ln.strip()]
+    return bool(following) and bool(_FWD_FIELD.match(following[0]))
 
 
 def _bracket_bare(value: str) -> str:
@@ -460,8 +501,7 @@ def parse_message(
     """
     msg = message_from_bytes(raw, policy=policy.default)
     digest = hashlib.sha256(raw).hexdigest()
-    ids = _msg_ids(_header(msg, "Message-ID"))
-    message_id = ids[0] if ids else f"sha256:{digest}"
+    message_id = _own_message_id(_header(msg, "Message-ID")) or f"sha256:{digest}"
     refs = _msg_ids(_header(msg, "References"))
     in_reply_to = _msg_ids(_header(msg, "In-Reply-To"))
     thread_id = refs[0] if refs else in_reply_to[0] if in_reply_to else message_id
@@ -496,7 +536,7 @@ def parse_message(
         if body.embedded:
             original = _embedded_original(body.embedded[0], max_attachment_bytes, now)
         if original is None or not original.from_:
-            inline = _inline_forward(body_text, now)
+            inline = _inline_forward(body_text, now, bool(_FWD_SUBJECT.match(subject)))
             if inline is not None:
                 original, looks_forwarded = inline, True
         if original is not None and original.from_ and looks_forwarded:

@@ -245,6 +245,27 @@ def test_idempotency_key_thread_and_date():
     assert item.occurred_at == datetime(2025, 11, 4, 6, 30, tzinfo=UTC)
 
 
+def test_message_id_without_brackets_is_still_the_key():
+    raw = b"From: a@client.ru\r\nTo: sales@corp.example\r\nMessage-ID: 77.abc@mx.client.ru\r\n\r\nx"
+    assert parse(raw).idempotency_key == "imap:ch-1:<77.abc@mx.client.ru>"
+
+
+def test_inline_images_of_html_mail_are_not_listed_as_attachments():
+    raw = (
+        b"From: a@client.ru\r\nTo: sales@corp.example\r\nMessage-ID: <rel@x>\r\n"
+        b'Content-Type: multipart/mixed; boundary="M"\r\n\r\n'
+        b'--M\r\nContent-Type: multipart/related; boundary="R"\r\n\r\n'
+        b"--R\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Hi <img src=cid:logo></p>\r\n"
+        b"--R\r\nContent-Type: image/png\r\nContent-ID: <logo>\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--R--\r\n"
+        b'--M\r\nContent-Type: application/zip; name="price.zip"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\nUEsDBA==\r\n--M--\r\n"
+    )
+    item = only(parse(raw))
+    assert item.data["body_text"] == "Hi"
+    assert item.data["attachments"] == [{"name": "price.zip", "type": "application/zip", "size": 4}]
+
+
 def test_in_reply_to_is_the_thread_when_there_are_no_references():
     raw = (
         b"From: a@client.ru\r\nTo: sales@corp.example\r\nMessage-ID: <r2@x>\r\n"
@@ -302,6 +323,14 @@ def test_rfc822_attachment_forward_is_attributed_to_original_sender():
     assert item.data["original_message_id"] == "<inner-1@client.net>"
     assert item.occurred_at == datetime(2025, 11, 12, 13, 20, tzinfo=UTC)
     assert item.summary == "Не работает интеграция."
+
+
+def test_outlook_russian_forward_header_block_is_attributed_to_original_sender():
+    item = only(parse("forward_outlook_ru.eml", mailbox="crm@corp.example", forward_mode=True))
+    assert item.sender.name == "Николай Орлов"
+    assert item.sender.emails == ("nik.orlov@client.ru",)
+    assert item.data["subject"] == "Запрос цены"
+    assert item.summary == "Сколько стоит 100 штук?"
 
 
 def test_forward_outside_forward_mode_is_not_reattributed():
