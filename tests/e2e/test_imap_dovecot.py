@@ -439,3 +439,38 @@ async def test_untrusted_certificate_is_refused(tls_server):
     with pytest.raises(ssl.SSLCertVerificationError):
         await poller.sync_once()
     assert poller.health().last_error == "network: SSLCertVerificationError"
+
+
+async def test_other_folders_are_polled_while_idling_on_inbox(server):
+    cursors, sink = MemoryCursors(), MemorySink()
+    poller = make_poller(server, cursors, sink, poll_interval_s=0.5)  # INBOX + Sent
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller.run(stop))
+    try:
+        await eventually(lambda: poller.health().idle)
+        await asyncio.to_thread(append_message, server, "Sent", sent_mail(5))
+        await eventually(lambda: len(sink.items) == 1, within=5)
+        assert sink.items[0].folder == "Sent" and sink.items[0].direction == "out"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+
+
+async def test_a_poller_that_loses_its_lease_stops_delivering(server):
+    lease, cursors, sink = MemoryLease(), MemoryCursors(), MemorySink()
+    poller = make_poller(
+        server, cursors, sink, lease, folders=("INBOX",), idle=False, lease_ttl_s=0.3
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller.run(stop))
+    try:
+        await eventually(lambda: poller.health().leased)
+        lease.holders[CHANNEL] = ("someone-else", time.monotonic() + 60)  # taken over
+        await eventually(lambda: not poller.health().leased, within=3)
+        await asyncio.to_thread(append_message, server, "INBOX", mail(9))
+        await asyncio.sleep(1.5)
+        assert sink.items == []
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+    assert lease.holders[CHANNEL][0] == "someone-else"  # release never frees another's lease
