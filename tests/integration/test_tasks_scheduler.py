@@ -372,3 +372,116 @@ async def test_contact_merge_repoints_and_erase_clears_titles(make_service: Any)
     [after] = (await svc.export_contact(ADMIN, {"contact_id": "c-new"}))["tasks"]
     assert after["title"] != task["title"] and "Иван" not in after["title"]
     assert after["result"] is None
+
+
+async def test_rule_does_not_retrigger_on_the_events_its_own_action_caused(make_service: Any) -> None:
+    factory, _, rec = make_service
+    svc = factory()
+    await svc.prepare()
+    await svc.create_rule(
+        ADMIN,
+        {
+            "body": {
+                "id": "bounce",
+                "name": "Qualified deals go to negotiation",
+                "event_type": "deal.stage_changed",
+                "conditions": [{"field": "to_stage_id", "op": "eq", "value": "s-qualified"}],
+                "actions": [{"type": "move_deal", "stage_id": "s-qualified"}],
+            }
+        },
+    )
+
+    def moved(**extra: Any) -> Envelope:
+        payload = {"deal_id": "d1", "to_stage_id": "s-qualified", "owner_id": "u1", **extra}
+        return make_event("deal.stage_changed", tenant_id="ten-a", producer="deals", payload=payload)
+
+    await svc.on_rule_event(moved())
+    [command] = rec.of("rule.move_deal_requested")
+    assert command.payload["deal_id"] == "d1" and command.payload["stage_id"] == "s-qualified"
+    # deals carried it out and stamped the causation on its event: the rule stays quiet
+    await svc.on_rule_event(
+        moved(
+            caused_by_rule=command.payload["caused_by_rule"],
+            rule_chain=command.payload["rule_chain"],
+            caused_by_subject=command.payload["caused_by_subject"],
+        )
+    )
+    assert len(rec.of("rule.move_deal_requested")) == 1
+    # the same rule on another deal still acts
+    await svc.on_rule_event(moved(deal_id="d2", caused_by_rule="bounce", caused_by_subject="d1"))
+    assert len(rec.of("rule.move_deal_requested")) == 2
+
+
+async def test_rules_api_validates_and_protects_builtins(make_service: Any) -> None:
+    factory, _, _ = make_service
+    svc = factory()
+    await svc.prepare()
+    body = {
+        "id": "r1",
+        "name": "Lead from Yandex",
+        "event_type": "contact.created",
+        "conditions": [{"field": "source.utm_source", "op": "eq", "value": "yandex"}],
+        "actions": [{"type": "create_task", "title": "Call", "assignee": "user:u5"}],
+    }
+    await svc.create_rule(ADMIN, {"body": body})
+    for bad, field in (
+        ({**body, "id": "r2", "event_type": "task.created"}, "event_type"),
+        ({**body, "id": "missed_call_callback"}, "id"),
+        (
+            {**body, "id": "r3", "actions": [{"type": "create_task", "title": "x", "assignee": "boss"}]},
+            "actions.0.assignee",
+        ),
+    ):
+        with pytest.raises(AppError) as err:
+            await svc.create_rule(ADMIN, {"body": bad})
+        assert err.value.status == 422 and field in err.value.errors, err.value.errors
+    with pytest.raises(AppError) as err:
+        await svc.create_rule(ADMIN, {"body": body})
+    assert err.value.status == 409
+    with pytest.raises(AppError) as err:
+        await svc.create_rule(ctx(role="manager", user_id="u1"), {"body": {**body, "id": "r4"}})
+    assert err.value.status == 403
+    with pytest.raises(AppError) as err:
+        await svc.update_rule(ADMIN, {"rule_id": "missed_call_callback", "changes": {"conditions": []}})
+    assert err.value.status == 422
+    updated = await svc.update_rule(
+        ADMIN, {"rule_id": "r1", "changes": {"name": "Renamed", "enabled": False}}
+    )
+    assert (updated["name"], updated["enabled"], updated["event_type"]) == (
+        "Renamed",
+        False,
+        "contact.created",
+    )
+    assert (await svc.get_rule(ctx(tenant_id="ten-a", role="viewer"), {"rule_id": "r1"}))["name"] == "Renamed"
+    with pytest.raises(AppError) as err:
+        await svc.get_rule(ctx(tenant_id="ten-b"), {"rule_id": "r1"})
+    assert err.value.status == 404
+    await svc.delete_rule(ADMIN, {"rule_id": "r1"})
+    assert [x["id"] for x in (await svc.list_rules(ADMIN, {}))["items"]] == [
+        "missed_call_callback",
+        "new_lead_first_contact",
+        "stage_tasks",
+    ]
+
+
+async def test_new_form_lead_gets_a_first_contact_task(make_service: Any) -> None:
+    factory, _, _ = make_service
+    svc = factory()
+    await svc.prepare()
+    created = make_event(
+        "contact.created",
+        tenant_id="ten-a",
+        producer="contacts",
+        payload={
+            "contact_id": "c-lead",
+            "owner_id": "u3",
+            "source": {"channel_id": "ch", "kind": "tilda", "utm_source": "yandex"},
+            "channel_owner_id": "u3",
+            "interaction_kind": "form",
+        },
+        occurred_at=T0,
+    )
+    await svc.on_rule_event(created)
+    [task] = (await svc.list_tasks(ADMIN, {"filters": {"contact_id": "c-lead"}}))["items"]
+    assert (task["title"], task["assignee_id"]) == ("First contact", "u3")
+    assert task["due_at"] == (T0 + timedelta(hours=1)).isoformat()
