@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -78,6 +79,17 @@ BULK_LIMIT = 5000
 
 def _utc_iso(value: datetime) -> str:
     return d._utc(value).isoformat()
+
+
+def _as_stored(task: d.Task) -> d.Task:
+    """The task as MongoDB keeps it (datetimes to the millisecond), so the answer of a write
+    equals what a later read returns."""
+    changes: dict[str, Any] = {
+        f.name: v.replace(microsecond=v.microsecond // 1000 * 1000)
+        for f in dataclasses.fields(task)
+        if isinstance(v := getattr(task, f.name), datetime)
+    }
+    return dataclasses.replace(task, **changes)
 
 
 class TasksService(Service):
@@ -261,7 +273,7 @@ class TasksService(Service):
                 return True
 
             if await self.store.atomic(unit):
-                return box["task"].to_view(self.clock.now())
+                return _as_stored(box["task"]).to_view(self.clock.now())
         raise Conflict("The task changed meanwhile; try again.", code="task_busy")
 
     # ---- task RPC ---------------------------------------------------------------------------
@@ -284,7 +296,7 @@ class TasksService(Service):
             return task
 
         task = await self.store.atomic(unit)
-        return task.to_view(self.clock.now())
+        return _as_stored(task).to_view(self.clock.now())
 
     async def get_task(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
         return (await self._visible_task(ctx, str(args["task_id"]))).to_view(self.clock.now())

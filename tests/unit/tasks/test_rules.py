@@ -341,7 +341,7 @@ def test_ad_lead_without_contact_owner_goes_to_the_channel_owner() -> None:
 
 def test_missed_call_as_contacts_records_it_goes_to_the_contact_owner_in_owner_id() -> None:
     # the real interaction.recorded payload: owner_id is the contact's owner
-    event = {
+    event: dict[str, Any] = {
         "event_id": "e9",
         "event_type": "interaction.recorded",
         "payload": {
