@@ -97,6 +97,8 @@ class TaskOut(BaseModel):
     canceled_at: str | None = None
     created_by: str | None = None
     caused_by_rule: str | None = None
+    reminder_sent_at: str | None = Field(default=None, description="When `task.reminder_due` went out.")
+    overdue_sent_at: str | None = Field(default=None, description="When `task.overdue` went out.")
 
 
 class TaskPage(BaseModel):

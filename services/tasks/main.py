@@ -81,6 +81,14 @@ def _utc_iso(value: datetime) -> str:
     return d._utc(value).isoformat()
 
 
+def _view(task: d.Task, now: datetime) -> dict[str, Any]:
+    """The public task: the domain view plus when its notices went out."""
+    view = task.to_view(now)
+    view["reminder_sent_at"] = task.reminder_sent_at.isoformat() if task.reminder_sent_at else None
+    view["overdue_sent_at"] = task.overdue_sent_at.isoformat() if task.overdue_sent_at else None
+    return view
+
+
 def _as_stored(task: d.Task) -> d.Task:
     """The task as MongoDB keeps it (datetimes to the millisecond), so the answer of a write
     equals what a later read returns."""
@@ -273,7 +281,7 @@ class TasksService(Service):
                 return True
 
             if await self.store.atomic(unit):
-                return _as_stored(box["task"]).to_view(self.clock.now())
+                return _view(_as_stored(box["task"]), self.clock.now())
         raise Conflict("The task changed meanwhile; try again.", code="task_busy")
 
     # ---- task RPC ---------------------------------------------------------------------------
@@ -296,10 +304,10 @@ class TasksService(Service):
             return task
 
         task = await self.store.atomic(unit)
-        return _as_stored(task).to_view(self.clock.now())
+        return _view(_as_stored(task), self.clock.now())
 
     async def get_task(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
-        return (await self._visible_task(ctx, str(args["task_id"]))).to_view(self.clock.now())
+        return _view(await self._visible_task(ctx, str(args["task_id"])), self.clock.now())
 
     async def list_tasks(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
         """Tasks by due time (earliest first), then id. Filters: ``assignee_id``, ``contact_id``,
@@ -328,7 +336,7 @@ class TasksService(Service):
             .limit(limit + 1)
             .to_list(length=limit + 1)
         )
-        items = [d.Task.from_doc(doc).to_view(now) for doc in docs]
+        items = [_view(d.Task.from_doc(doc), now) for doc in docs]
         return page(items, limit, lambda it: [it["due_at"], it["id"]])
 
     async def update_task(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
@@ -419,7 +427,7 @@ class TasksService(Service):
         flt = {**read_filter(ctx, "assignee_id"), "contact_id": str(args["contact_id"])}
         docs = await self.db.tasks.find(flt).sort("due_at", ASCENDING).to_list(length=10_000)
         now = self.clock.now()
-        return {"tasks": [d.Task.from_doc(doc).to_view(now) for doc in docs]}
+        return {"tasks": [_view(d.Task.from_doc(doc), now) for doc in docs]}
 
     # ---- automation rules RPC ---------------------------------------------------------------
 

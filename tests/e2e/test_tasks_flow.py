@@ -201,6 +201,9 @@ def test_task_lifecycle_workload_reassign_and_calendar(admin: Api) -> None:
     overdue = create(anna, title="Позвонить Ивану", due_at=(now - timedelta(minutes=1)).isoformat())
     assert overdue["assignee_id"] == anna_id  # a manager's task is its own
     assert overdue["overdue"] is True
+    # the hub's scheduler announces it (task.overdue) within a pass or two
+    notified = eventually(lambda: anna.get(f"/api/v1/tasks/{overdue['id']}").json()["overdue_sent_at"])
+    assert datetime.fromisoformat(notified) >= now
     today = create(anna, title="Встреча", kind="meeting", due_at=later_today.isoformat(), remind_before_s=600)
     future = create(
         admin, title="КП", kind="proposal", due_at=(now + timedelta(days=3)).isoformat(), assignee_id=anna_id
@@ -260,10 +263,13 @@ def test_task_lifecycle_workload_reassign_and_calendar(admin: Api) -> None:
     assert r.json()["status"] == "done" and r.json()["result"] == "Договорились на пятницу"
     r = anna.patch(f"/api/v1/tasks/{overdue['id']}", json={"title": "again"})
     assert r.status_code == 409
+    # its reminder time (due - 10 min) has already come: the scheduler sends it; a reschedule re-arms it
+    eventually(lambda: anna.get(f"/api/v1/tasks/{today['id']}").json()["reminder_sent_at"])
     moved_to = now + timedelta(days=5)
     r = anna.patch(f"/api/v1/tasks/{today['id']}", json={"due_at": moved_to.isoformat()})
     assert r.status_code == 200, r.text
     assert r.json()["remind_at"] == (moved_to - timedelta(minutes=10)).isoformat()
+    assert r.json()["reminder_sent_at"] is None
     w = rows()
     assert (w[anna_id]["open"], w[anna_id]["overdue"], w[anna_id]["due_today"]) == (2, 0, 0)
 
