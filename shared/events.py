@@ -177,3 +177,79 @@ PAYLOADS: dict[tuple[str, int], type[BaseModel]] = {
     ("tenant.settings_changed", 1): TenantSettingsChanged,
     ("user.changed", 1): UserChanged,
 }
+
+
+# ---- tasks ----------------------------------------------------------------------------------
+
+
+class TaskEvent(Payload):
+    """tasks: ``task.created|updated|completed|canceled|reassigned|reminder_due|overdue``.
+
+    Extra fields by type: ``created`` ``remind_before_s`` (+ ``caused_by_rule``, ``rule_chain``,
+    ``caused_by_subject`` when a rule made it); ``updated`` ``changes`` (field names);
+    ``reassigned`` ``previous_assignee_id``; ``completed`` ``result``, ``completed_at``;
+    ``canceled`` ``canceled_at``; ``reminder_due`` ``remind_at``, ``remind_before_s``."""
+
+    task_id: str
+    assignee_id: str | None = None
+    contact_id: str | None = None
+    deal_id: str | None = None
+    due_at: str
+    """ISO 8601 with offset."""
+    kind: str
+    title: str
+    status: Literal["open", "done", "canceled"]
+
+
+class RuleCommand(Payload):
+    """tasks → other services: an automation rule asks for an action. Whoever carries it out puts
+    ``caused_by_rule``, ``rule_chain`` and ``caused_by_subject`` into the payload of the events it
+    emits (loop protection), and treats ``action_key`` as the idempotency key."""
+
+    caused_by_rule: str
+    rule_chain: list[str] = Field(default_factory=list)
+    caused_by_subject: str | None = None
+    action_key: str
+
+
+class RuleAssignOwnerRequested(RuleCommand):
+    """contacts (and deals when ``deal_id``): give the subject to ``user_id``."""
+
+    user_id: str
+    contact_id: str | None = None
+    deal_id: str | None = None
+
+
+class RuleMoveDealRequested(RuleCommand):
+    """deals: move ``deal_id`` to ``stage_id``."""
+
+    deal_id: str
+    stage_id: str
+
+
+class RuleWebhookRequested(RuleCommand):
+    """gateway webhook delivery: POST ``event`` (``event_id``, ``event_type``, ``payload``) to ``url``."""
+
+    url: str
+    event: dict[str, Any]
+
+
+PAYLOADS.update(
+    {
+        **{
+            (f"task.{verb}", 1): TaskEvent
+            for verb in (
+                "created",
+                "updated",
+                "completed",
+                "canceled",
+                "reassigned",
+                "reminder_due",
+                "overdue",
+            )
+        },
+        ("rule.assign_owner_requested", 1): RuleAssignOwnerRequested,
+        ("rule.move_deal_requested", 1): RuleMoveDealRequested,
+        ("rule.webhook_requested", 1): RuleWebhookRequested,
+    }
+)

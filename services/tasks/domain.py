@@ -35,16 +35,21 @@ from pydantic import (
     ValidationError,
 )
 
+from shared.errors import AppError
+
 # --------------------------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------------------------
 
 
-class DomainError(Exception):
-    """A business rule said no. ``status`` maps to the HTTP status, ``code`` is stable."""
+class DomainError(AppError):
+    """A business rule said no. ``status`` maps to the HTTP status, ``code`` is stable.
+
+    A :class:`shared.errors.AppError`, so it crosses the RPC boundary as a problem+json answer."""
 
     status: int = 400
     code: str = "domain_error"
+    title: str = "Request refused"
 
     def __init__(
         self,
@@ -53,11 +58,8 @@ class DomainError(Exception):
         *,
         code: str | None = None,
     ) -> None:
-        super().__init__(detail)
-        self.detail = detail
+        super().__init__(detail, errors=dict(errors or {}), code=code)
         self.errors: dict[str, str] = dict(errors or {})
-        if code is not None:
-            self.code = code
 
     def __repr__(self) -> str:
         name = type(self).__name__
@@ -69,16 +71,19 @@ class ValidationFailed(DomainError):
 
     status = 422
     code = "validation_failed"
+    title = "Validation failed"
 
 
 class NotFound(DomainError):
     status = 404
     code = "not_found"
+    title = "Not found"
 
 
 class Conflict(DomainError):
     status = 409
     code = "conflict"
+    title = "Conflict"
 
 
 def validation_errors(exc: ValidationError) -> dict[str, str]:

@@ -548,7 +548,8 @@ def _resolve_owner(event: Mapping[str, Any], ctx: RuleContext) -> str | None:
     if etype.startswith("deal."):
         candidates += [ctx.deal_owner_id, payload.get("deal_owner_id"), payload.get("owner_id")]
     candidates += [ctx.contact_owner_id, payload.get("contact_owner_id")]
-    if etype.startswith("contact."):
+    if etype.startswith(("contact.", "interaction.")):
+        # contact.* events and interaction.recorded carry the contact's owner as ``owner_id``
         candidates.append(payload.get("owner_id"))
     candidates += [ctx.channel_owner_id, payload.get("channel_owner_id")]
     for c in candidates:
@@ -747,17 +748,11 @@ NEW_LEAD_FIRST_CONTACT = "new_lead_first_contact"
 STAGE_TASKS = "stage_tasks"
 BUILTIN_RULE_IDS: frozenset[str] = frozenset({MISSED_CALL_CALLBACK, NEW_LEAD_FIRST_CONTACT, STAGE_TASKS})
 
-LEAD_SOURCE_KINDS = [
-    "form",
-    "ad_lead",
-    "tilda",
-    "typeform",
-    "webflow",
-    "yandex_forms",
-    "meta_leads",
-    "google_ads",
-]
-"""Contact ``source.kind`` values that count as a new lead (interaction or channel kinds)."""
+LEAD_INTERACTION_KINDS = ["form", "ad_lead"]
+"""``contact.created`` ``interaction_kind`` values that count as a new lead: whatever the channel
+(``form``, ``tilda``, ``typeform``, ``vk`` lead forms, ``meta_leads``, ``google_ads``...), the
+connectors normalise a form submission to ``form`` and an ad-platform lead to ``ad_lead``."""
+LEAD_SOURCE_KINDS = LEAD_INTERACTION_KINDS  # kept for callers of the first draft
 
 
 def default_rules() -> list[Rule]:
@@ -766,8 +761,9 @@ def default_rules() -> list[Rule]:
     * ``missed_call_callback`` — ``interaction.recorded`` with ``kind: call``,
       ``direction: in``, ``data.status: missed`` → ``call`` task "Call back" due in 15 min,
       assigned to the contact's owner, else the channel's owner.
-    * ``new_lead_first_contact`` — ``contact.created`` whose ``source.kind`` is a form or ad
-      lead kind → ``call`` task "First contact" due in 1 h for the owner.
+    * ``new_lead_first_contact`` — ``contact.created`` whose ``interaction_kind`` is ``form`` or
+      ``ad_lead`` (a contact made by a form submission or an ad lead, whatever the channel) →
+      ``call`` task "First contact" due in 1 h for the owner (contact owner, else channel owner).
     * ``stage_tasks`` — ``deal.stage_changed`` → the tasks configured for the entered stage
       (``to_stage_id``/``stage_id`` in the payload; :attr:`RuleContext.stage_tasks`)."""
     raw: list[dict[str, Any]] = [
@@ -794,7 +790,7 @@ def default_rules() -> list[Rule]:
             "id": NEW_LEAD_FIRST_CONTACT,
             "name": "First contact with a new lead",
             "event_type": "contact.created",
-            "conditions": [{"field": "source.kind", "op": "in", "value": LEAD_SOURCE_KINDS}],
+            "conditions": [{"field": "interaction_kind", "op": "in", "value": LEAD_INTERACTION_KINDS}],
             "actions": [
                 {
                     "type": "create_task",
@@ -826,6 +822,7 @@ def effective_rules(custom_rules: Iterable[Rule] = (), disabled_rule_ids: Iterab
 
 __all__ = [
     "BUILTIN_RULE_IDS",
+    "LEAD_INTERACTION_KINDS",
     "LEAD_SOURCE_KINDS",
     "MAX_RULE_CHAIN",
     "MISSED_CALL_CALLBACK",

@@ -301,15 +301,67 @@ def test_disabled_custom_rule_does_nothing() -> None:
 def test_new_form_lead_gets_a_first_contact_task_within_an_hour() -> None:
     event = {
         "event_type": "contact.created",
-        "payload": {"contact_id": "c5", "owner_id": "u2", "source": {"kind": "tilda"}},
+        "payload": {
+            "contact_id": "c5",
+            "owner_id": "u2",
+            "source": {"channel_id": "ch1", "kind": "tilda"},
+            "channel_owner_id": "u3",
+            "interaction_kind": "form",
+        },
     }
     [action] = evaluate(default_rules(), event, RuleContext(now=NOW))
     assert action.rule_id == NEW_LEAD_FIRST_CONTACT
     assert action.params["due_at"] == NOW + timedelta(hours=1)
     assert action.params["assignee_id"] == "u2"
     assert action.params["contact_id"] == "c5"
-    by_call = {"event_type": "contact.created", "payload": {"source": {"kind": "twilio"}}}
+    by_call = {
+        "event_type": "contact.created",
+        "payload": {"contact_id": "c6", "source": {"kind": "twilio"}, "interaction_kind": "call"},
+    }
     assert evaluate(default_rules(), by_call, RuleContext(now=NOW)) == []
+    manual = {"event_type": "contact.created", "payload": {"contact_id": "c7", "source": {"kind": "manual"}}}
+    assert evaluate(default_rules(), manual, RuleContext(now=NOW)) == []
+
+
+def test_ad_lead_without_contact_owner_goes_to_the_channel_owner() -> None:
+    event = {
+        "event_type": "contact.created",
+        "payload": {
+            "contact_id": "c8",
+            "owner_id": None,
+            "source": {"channel_id": "ch2", "kind": "meta_leads"},
+            "channel_owner_id": "u7",
+            "interaction_kind": "ad_lead",
+        },
+    }
+    [action] = evaluate(default_rules(), event, RuleContext(now=NOW))
+    assert action.rule_id == NEW_LEAD_FIRST_CONTACT
+    assert action.params["assignee_id"] == "u7"
+
+
+def test_missed_call_as_contacts_records_it_goes_to_the_contact_owner_in_owner_id() -> None:
+    # the real interaction.recorded payload: owner_id is the contact's owner
+    event: dict[str, Any] = {
+        "event_id": "e9",
+        "event_type": "interaction.recorded",
+        "payload": {
+            "interaction_id": "i1",
+            "contact_id": "c9",
+            "owner_id": "u1",
+            "channel_id": "ch1",
+            "channel_kind": "asterisk",
+            "channel_owner_id": "u2",
+            "kind": "call",
+            "direction": "in",
+            "occurred_at": NOW.isoformat(),
+            "data": {"status": "missed"},
+        },
+    }
+    [action] = evaluate(default_rules(), event, RuleContext(now=NOW))
+    assert action.params["assignee_id"] == "u1"
+    event["payload"]["owner_id"] = None
+    [action] = evaluate(default_rules(), event, RuleContext(now=NOW))
+    assert action.params["assignee_id"] == "u2"
 
 
 def test_stage_change_creates_the_tasks_configured_for_the_entered_stage() -> None:
