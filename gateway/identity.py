@@ -102,7 +102,11 @@ class GatewayService(Service):
         "users": [
             IndexModel([("tenant_id", 1), ("_id", 1)]),
             IndexModel([("calendar_token", 1)], unique=True, sparse=True),
-            IndexModel([("tenant_id", 1), ("email", 1)], unique=True, sparse=True),
+            IndexModel(
+                [("tenant_id", 1), ("email", 1)],
+                unique=True,
+                partialFilterExpression={"email": {"$type": "string"}},
+            ),
         ],
         "api_keys": [IndexModel([("tenant_id", 1), ("user_id", 1)])],
         "idempotency": [

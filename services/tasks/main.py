@@ -102,8 +102,6 @@ def _as_stored(task: d.Task) -> d.Task:
 
 class TasksService(Service):
     name = "tasks"
-    scheduler_interval_s: ClassVar[float] = 1.0
-    """Seconds between scheduler passes (``settings.tasks_scheduler_s`` overrides it)."""
     scheduler_batch: ClassVar[int] = 200
 
     indexes: ClassVar = {
@@ -155,7 +153,7 @@ class TasksService(Service):
     # ---- lifecycle --------------------------------------------------------------------------
 
     async def on_start(self) -> None:
-        interval = float(getattr(self.settings, "tasks_scheduler_s", self.scheduler_interval_s))
+        interval = float(self.settings.tasks_scheduler_s)
 
         async def loop() -> None:
             while True:

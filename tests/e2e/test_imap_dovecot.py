@@ -71,9 +71,7 @@ class MemorySink:
         self.items: list[Delivered] = []
         self.log: list[Delivered] | None = None  # shared log across pollers when set
 
-    async def deliver(
-        self, channel_id: str, folder: str, uid: int, raw: bytes, *, role: FolderRole
-    ) -> None:
+    async def deliver(self, channel_id: str, folder: str, uid: int, raw: bytes, *, role: FolderRole) -> None:
         if uid == self.fail_on_uid:
             raise RuntimeError("broker down")
         parsed = parse_message(
@@ -458,9 +456,7 @@ async def test_other_folders_are_polled_while_idling_on_inbox(server):
 
 async def test_a_poller_that_loses_its_lease_stops_delivering(server):
     lease, cursors, sink = MemoryLease(), MemoryCursors(), MemorySink()
-    poller = make_poller(
-        server, cursors, sink, lease, folders=("INBOX",), idle=False, lease_ttl_s=0.3
-    )
+    poller = make_poller(server, cursors, sink, lease, folders=("INBOX",), idle=False, lease_ttl_s=0.3)
     stop = asyncio.Event()
     task = asyncio.create_task(poller.run(stop))
     try:

@@ -252,9 +252,7 @@ def _walk(part: Message, body: _Body, max_bytes: int, depth: int = 0) -> None:
         return
     if part.is_multipart():
         payload = part.get_payload()
-        children = (
-            [c for c in payload if isinstance(c, Message)] if isinstance(payload, list) else []
-        )
+        children = [c for c in payload if isinstance(c, Message)] if isinstance(payload, list) else []
         if ctype == "multipart/alternative" and children:
             for wanted in ("text/plain", "text/html"):
                 chosen = [c for c in children if _ctype(c) == wanted]

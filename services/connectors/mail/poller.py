@@ -67,9 +67,7 @@ class CursorStore(Protocol):
 
 
 class MailSink(Protocol):
-    async def deliver(
-        self, channel_id: str, folder: str, uid: int, raw: bytes, *, role: FolderRole
-    ) -> None:
+    async def deliver(self, channel_id: str, folder: str, uid: int, raw: bytes, *, role: FolderRole) -> None:
         """Make ``raw`` durable (return only once it is). ``role``: ``inbox`` or ``sent``."""
         ...
 
@@ -123,9 +121,7 @@ class ImapConfig:
 DEFAULT_SINCE_DAYS = 30
 
 
-def config_from_channel(
-    config: Mapping[str, Any], secrets: Mapping[str, str], *, today: date
-) -> ImapConfig:
+def config_from_channel(config: Mapping[str, Any], secrets: Mapping[str, str], *, today: date) -> ImapConfig:
     """An :class:`ImapConfig` from an ``imap`` channel's ``config`` and decrypted ``secrets``.
 
     API.md: ``secrets.password``; ``config.host``, ``port``, ``ssl`` (``tls``/``starttls``/
@@ -547,8 +543,7 @@ class ImapPoller:
                     break
                 responses = await self._call(client.idle_check, timeout=min(1.0, remaining))
                 if any(
-                    len(r) > 1 and r[1] in (b"EXISTS", b"EXPUNGE", b"FETCH", b"RECENT")
-                    for r in responses
+                    len(r) > 1 and r[1] in (b"EXISTS", b"EXPUNGE", b"FETCH", b"RECENT") for r in responses
                 ):
                     break
                 if time.monotonic() - self._lease_renewed_at > self.config.lease_ttl_s / 3:

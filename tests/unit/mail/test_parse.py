@@ -87,8 +87,7 @@ def test_iso8859_5_body_and_raw_8bit_windows1251_subject():
 def test_unknown_charset_label_falls_back_to_guessing():
     raw = (
         b"From: a@client.ru\r\nTo: sales@corp.example\r\nMessage-ID: <g1@x>\r\n"
-        b"Content-Type: text/plain; charset=x-no-such-charset\r\n\r\n"
-        + "Цена устраивает".encode("cp1251")
+        b"Content-Type: text/plain; charset=x-no-such-charset\r\n\r\n" + "Цена устраивает".encode("cp1251")
     )
     assert only(parse(raw)).data["body_text"] == "Цена устраивает"
 
@@ -227,9 +226,7 @@ def test_sent_folder_is_outbound_named_after_first_to():
     assert item.sender.emails == ("petr@client.com", "other@partner.net")
     assert item.data["subject"] == "Коммерческое предложение"
     assert item.data["body_text"] == "Пётр, направляю предложение во вложении."  # plain preferred
-    assert item.data["attachments"] == [
-        {"name": "Предложение.pdf", "type": "application/pdf", "size": 52}
-    ]
+    assert item.data["attachments"] == [{"name": "Предложение.pdf", "type": "application/pdf", "size": 52}]
 
 
 # ---- ids, threads, dates --------------------------------------------------------------------
