@@ -11,7 +11,7 @@ import pytest
 
 from shared.localmongo import LocalMongo
 from tests.support.hub import Api, HubProcess
-from tests.support.servers import delete_namespace_queues, rabbit_url
+from tests.support.servers import delete_namespace_queues, mongo_container_url, rabbit_url
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +21,7 @@ def rabbit() -> str:
 
 @pytest.fixture(scope="session")
 def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get("CRM_MONGO_URL")
+    url = os.environ.get("CRM_MONGO_URL") or mongo_container_url()
     if url:
         yield url
         return

@@ -38,12 +38,22 @@ def rabbit_url() -> str:
     if port_open("127.0.0.1", 5672):
         return DEFAULT_RABBIT
     if docker_available():  # pragma: no cover - no Docker engine here
-        from testcontainers.rabbitmq import RabbitMqContainer
+        from testcontainers.community.rabbitmq import RabbitMqContainer
 
         container = RabbitMqContainer("rabbitmq:3.13-management").start()
         host, port = container.get_container_host_ip(), container.get_exposed_port(5672)
         return f"amqp://guest:guest@{host}:{port}/"
     raise RuntimeError("RabbitMQ is not reachable on 127.0.0.1:5672: run `rabbitmq-server -detached`.")
+
+
+def mongo_container_url() -> str | None:
+    """A MongoDB 7 replica set in a container when a Docker engine answers, else ``None``."""
+    if not docker_available():
+        return None
+    from testcontainers.community.mongodb import MongoDbContainer  # pragma: no cover - no Docker engine here
+
+    container = MongoDbContainer("mongo:7.0").start()  # pragma: no cover
+    return str(container.get_connection_url())  # pragma: no cover
 
 
 def delete_namespace_queues(url: str, namespace: str) -> None:

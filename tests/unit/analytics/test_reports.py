@@ -26,10 +26,19 @@ def h(hours: float) -> datetime:
     return T0 + timedelta(hours=hours)
 
 
-def deal(id: str, path: list[tuple[str, float]], status: str = "open", amount: str = "100.00", **kw: object) -> dict:
+def deal(
+    id: str, path: list[tuple[str, float]], status: str = "open", amount: str = "100.00", **kw: object
+) -> dict:
     visits = [{"stage_id": s, "entered_at": h(t)} for s, t in path]
-    d = {"_id": id, "pipeline_id": "p1", "status": status, "amount": amount, "created_at": h(path[0][1]),
-         "visits": visits, **kw}
+    d = {
+        "_id": id,
+        "pipeline_id": "p1",
+        "status": status,
+        "amount": amount,
+        "created_at": h(path[0][1]),
+        "visits": visits,
+        **kw,
+    }
     if status == "won":
         d["won_at"] = h(path[-1][1])
     if status == "lost":
@@ -81,8 +90,14 @@ def test_sources_group_by_utm_source_else_channel_kind_with_roi() -> None:
     costs = [{"source": "yandex", "period": "2026-11", "amount": "1000"}]
     items = {i["source"]: i for i in reports.sources(contacts, deals, costs, None, None)["items"]}
     assert items["yandex"] == {
-        "source": "yandex", "leads": 2, "deals": 1, "won": 1, "revenue": "3000.00", "conversion": 0.5,
-        "cost": "1000.00", "roi": 2.0,
+        "source": "yandex",
+        "leads": 2,
+        "deals": 1,
+        "won": 1,
+        "revenue": "3000.00",
+        "conversion": 0.5,
+        "cost": "1000.00",
+        "roi": 2.0,
     }
     assert items["twilio"]["leads"] == 1 and items["twilio"]["won"] == 0
 
@@ -103,27 +118,45 @@ def test_forecast_weights_open_deals_by_probability() -> None:
 
 def test_plan_vs_actual_compares_won_revenue_of_the_month() -> None:
     plans = [{"period": "2026-11", "amount": "2000", "owner_id": None, "deals": 2}]
-    deals = [deal("a", [("s1", 0), ("w", 1)], "won", "1500.00"),
-             deal("b", [("s1", 0), ("w", 24 * 40)], "won", "700.00")]  # won in December
+    deals = [
+        deal("a", [("s1", 0), ("w", 1)], "won", "1500.00"),
+        deal("b", [("s1", 0), ("w", 24 * 40)], "won", "700.00"),
+    ]  # won in December
     out = reports.plan_vs_actual(plans, deals, None, None)["items"][0]
     assert out["actual_amount"] == "1500.00" and out["completion"] == 0.75 and out["actual_deals"] == 1
 
 
 def test_ltv_cac_per_source() -> None:
     contacts = [{"_id": "c1", "source": {"utm_source": "vk"}}, {"_id": "c2", "source": {"utm_source": "vk"}}]
-    deals = [deal("a", [("s1", 0), ("w", 1)], "won", "100.00", contact_id="c1"),
-             deal("b", [("s1", 0), ("w", 2)], "won", "300.00", contact_id="c1"),
-             deal("c", [("s1", 0), ("w", 3)], "won", "200.00", contact_id="c2")]
+    deals = [
+        deal("a", [("s1", 0), ("w", 1)], "won", "100.00", contact_id="c1"),
+        deal("b", [("s1", 0), ("w", 2)], "won", "300.00", contact_id="c1"),
+        deal("c", [("s1", 0), ("w", 3)], "won", "200.00", contact_id="c2"),
+    ]
     costs = [{"source": "vk", "period": "2026-11", "amount": "100"}]
     row = reports.ltv_cac(contacts, deals, costs, None, None)["items"][0]
-    assert row["customers"] == 2 and row["ltv"] == "300.00" and row["cac"] == "50.00" and row["ltv_cac"] == 6.0
+    assert (
+        row["customers"] == 2 and row["ltv"] == "300.00" and row["cac"] == "50.00" and row["ltv_cac"] == 6.0
+    )
 
 
 def test_response_time_measures_first_answer_to_a_new_lead() -> None:
     interactions = [
-        {"contact_id": "c1", "owner_id": "u1", "direction": "in", "occurred_at": h(0), "is_new_contact": True},
+        {
+            "contact_id": "c1",
+            "owner_id": "u1",
+            "direction": "in",
+            "occurred_at": h(0),
+            "is_new_contact": True,
+        },
         {"contact_id": "c1", "owner_id": "u1", "direction": "out", "occurred_at": h(0.1)},
-        {"contact_id": "c2", "owner_id": "u1", "direction": "in", "occurred_at": h(0), "is_new_contact": True},
+        {
+            "contact_id": "c2",
+            "owner_id": "u1",
+            "direction": "in",
+            "occurred_at": h(0),
+            "is_new_contact": True,
+        },
     ]
     tasks = [{"contact_id": "c2", "completed_at": h(1)}]
     row = reports.response_time(interactions, tasks, None, None, sla_minutes=15)["items"][0]
