@@ -13,6 +13,7 @@ import pytest
 
 from services.connectors.adapters.base import ChannelView, HookError, HookOutcome, RawRequest
 from services.connectors.adapters.mango import ADAPTER, MangoAdapter
+from tests.support.fuzz import mutate_tree
 
 pytestmark = pytest.mark.unit
 
@@ -209,20 +210,7 @@ HOSTILE: list[Any] = [
 
 
 def mutate(obj: dict[str, Any], rng: Any) -> dict[str, Any]:
-    clone = json.loads(json.dumps(obj))
-    for _ in range(rng.randint(1, 4)):
-        node = clone
-        while node:
-            key = rng.choice(list(node))
-            if isinstance(node[key], dict) and node[key] and rng.random() < 0.5:
-                node = node[key]
-                continue
-            if rng.random() < 0.2:
-                del node[key]
-            else:
-                node[key] = rng.choice(HOSTILE)
-            break
-    return clone
+    return mutate_tree(obj, rng, HOSTILE, descend=0.5)
 
 
 @pytest.mark.parametrize(

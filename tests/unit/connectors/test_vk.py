@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import random
 from datetime import UTC, datetime
@@ -12,6 +11,7 @@ import pytest
 
 from services.connectors.adapters.base import ChannelView, HookError, RawRequest
 from services.connectors.adapters.vk import ADAPTER, VkAdapter
+from tests.support.fuzz import mutations
 
 pytestmark = pytest.mark.unit
 
@@ -154,34 +154,11 @@ def test_hostile_answers_give_clean_record():
     assert item.data["fields"]["Выбор"] == "A"
 
 
-def _mutations(doc, rnd: random.Random, rounds: int):
-    """Copies of ``doc`` with 1-3 values replaced by hostile ones (types, sizes, control chars)."""
-    hostile = [None, True, 0, -1, 1.5, 10**30, "", "<script>", "\x00\x1b", "9" * 300, [], {}, [{}]]
-
-    def paths(o, p=()):
-        yield p
-        items = o.items() if isinstance(o, dict) else enumerate(o) if isinstance(o, list) else ()
-        for k, v in items:
-            yield from paths(v, (*p, k))
-
-    for _ in range(rounds):
-        d = copy.deepcopy(doc)
-        for _ in range(rnd.randint(1, 3)):
-            p = rnd.choice(list(paths(d)))
-            if not p:
-                continue
-            cur = d
-            for k in p[:-1]:
-                cur = cur[k]
-            cur[p[-1]] = copy.deepcopy(rnd.choice(hostile))
-        yield d
-
-
 def test_mutated_payloads_give_a_hook_error_or_a_clean_record():
     def run(body):
         return ADAPTER.handle(channel(), request(body), NOW)
 
-    for doc in _mutations(json.loads(fixture("vk_lead_forms_new.json")), random.Random(42), 300):
+    for doc in mutations(json.loads(fixture("vk_lead_forms_new.json")), random.Random(42), 300):
         try:
             out = run(json.dumps(doc).encode())
         except HookError as exc:
