@@ -1241,6 +1241,23 @@ def repoint_contact(
     return updated, [_event("deal.updated", payload)]
 
 
+def attribute_source(deal: Deal, source: Mapping[str, Any] | None, now: datetime) -> tuple[Deal, list[Event]]:
+    """Fill in the first-touch attribution of a deal created before its contact's source was known.
+
+    Only a deal without a source takes one (attribution is never rewritten), and an empty source
+    changes nothing. Event: ``deal.updated`` with ``changed == ["source"]`` and the ``source``.
+    """
+    picked = clean_source(source)
+    if deal.source is not None or picked is None:
+        return deal, []
+    at = as_utc(now)
+    updated = replace(deal, source=picked, updated_at=at)
+    payload = _deal_payload(updated, at)
+    payload["changed"] = ["source"]
+    payload["source"] = copy.deepcopy(picked)
+    return updated, [_event("deal.updated", payload)]
+
+
 def erase_personal_data(deal: Deal, now: datetime) -> tuple[Deal, list[Event]]:
     """GDPR erasure of the deal's contact: the title becomes ``"Erased"``, custom fields and the
     next action's title are cleared; ids, money, stages and dates stay so aggregates keep counting.
