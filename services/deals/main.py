@@ -400,7 +400,9 @@ class DealsService(Service):
 
     # ---- deals: queries -----------------------------------------------------------------------
 
-    async def list_deals(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+    async def listing_query(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any] | None:
+        """The query :meth:`list_deals` runs: ``{"filter", "hint", "sort", "limit"}`` (``limit`` is
+        the page size + 1), or ``None`` when nothing can match. Public so its plan can be explained."""
         limit = clamp_limit(args.get("limit"))
         tenant = tenant_of(ctx)
         filters = {k: v for k, v in (args.get("filters") or {}).items() if v is not None}
@@ -410,7 +412,7 @@ class DealsService(Service):
                 {"tenant_id": tenant, "stages.id": filters["stage_id"]}, {"_id": 1}
             )
             if owner is None:
-                return {"items": [], "next_cursor": None}
+                return None
             filters["pipeline_id"] = owner["_id"]
         for key in ("pipeline_id", "stage_id", "contact_id", "status"):
             if key in filters:
@@ -418,19 +420,29 @@ class DealsService(Service):
         if "owner_id" in filters:
             wanted = filters["owner_id"]
             if "owner_id" in flt:  # a manager asking for someone it may not see gets nothing
-                wanted = wanted if wanted in flt["owner_id"]["$in"] else "\x00no-match"
+                if wanted not in flt["owner_id"]["$in"]:
+                    return None
             flt["owner_id"] = wanted
         after = decode_cursor(args.get("cursor"))
         if after:
             flt["_id"] = {"$lt": str(after[0])}
+        return {"filter": flt, "hint": _hint(flt), "sort": [("_id", DESCENDING)], "limit": limit + 1}
+
+    async def list_deals(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+        """Newest first, ``limit`` per page, ``next_cursor`` = the last ``_id``; always on an index
+        whose prefix is the filter's equality fields and whose suffix is ``_id``."""
+        query = await self.listing_query(ctx, args)
+        if query is None:
+            return {"items": [], "next_cursor": None}
         docs = (
-            await self.db.deals.find(flt)
-            .hint(_hint(flt))
-            .sort("_id", DESCENDING)
-            .limit(limit + 1)
-            .to_list(limit + 1)
+            await self.db.deals.find(query["filter"])
+            .hint(query["hint"])
+            .sort(query["sort"])
+            .limit(query["limit"])
+            .to_list(query["limit"])
         )
-        return page([d.Deal.from_doc(doc).to_public() for doc in docs], limit, lambda it: [it["id"]])
+        items = [d.Deal.from_doc(doc).to_public() for doc in docs]
+        return page(items, query["limit"] - 1, lambda it: [it["id"]])
 
     async def get_deal(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
         deal_id = args.get("deal_id")
