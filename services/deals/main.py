@@ -24,7 +24,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from services.common.access import read_filter, require_admin, require_writer, tenant_of, write_filter
@@ -69,7 +69,7 @@ def _emit_all(
     idempotency_key: str | None = None,
 ) -> None:
     for i, event in enumerate(events):
-        key = None if idempotency_key is None else f"{idempotency_key}:{i}"
+        key = idempotency_key if i == 0 or idempotency_key is None else f"{idempotency_key}:{i}"
         uow.emit(event["event_type"], tenant_id, event["payload"], idempotency_key=key, caused_by=caused_by)
 
 
@@ -173,9 +173,22 @@ class DealsService(Service):
         return list(doc["reasons"]) if doc else []
 
     async def _source(self, uow: UnitOfWork, tenant: str, contact_id: Any) -> dict[str, Any] | None:
+        """The contact's first-touch source for a deal being created, or ``None`` if unknown yet.
+
+        It also writes the contact's ``contact_sources`` row, as :meth:`on_contact_created` does:
+        two transactions racing (a deal created while the source arrives) write the same document,
+        so one of them conflicts and runs again, seeing the other; without it each could miss the
+        other's write (snapshot isolation) and the deal would never get its source.
+        """
         if not isinstance(contact_id, str):
             return None
-        doc = await self.db.contact_sources.find_one({"_id": f"{tenant}|{contact_id}"}, session=uow.session)
+        doc = await uow.db.contact_sources.find_one_and_update(
+            {"_id": f"{tenant}|{contact_id}"},
+            {"$setOnInsert": {"tenant_id": tenant, "contact_id": contact_id}, "$inc": {"deals_created": 1}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+            session=uow.session,
+        )
         return doc.get("source") if doc else None
 
     async def _insert_deal(self, uow: UnitOfWork, deal: d.Deal, **extra: Any) -> None:
@@ -689,9 +702,13 @@ class DealsService(Service):
         tenant = env.tenant_id
 
         async def unit(uow: UnitOfWork) -> None:
+            key = f"{tenant}|{contact_id}"
+            known = await uow.db.contact_sources.find_one({"_id": key}, session=uow.session)
+            if known is not None and known.get("source"):
+                return  # the first touch is kept
             await uow.db.contact_sources.update_one(
-                {"_id": f"{tenant}|{contact_id}"},
-                {"$setOnInsert": {"tenant_id": tenant, "contact_id": contact_id, "source": source}},
+                {"_id": key},
+                {"$set": {"tenant_id": tenant, "contact_id": contact_id, "source": source}},
                 upsert=True,
                 session=uow.session,
             )
@@ -817,5 +834,6 @@ class DealsService(Service):
         if best is not None and deal.erased:
             best = replace(best, title="")
         updated, _ = d.set_next_action(deal, best, uow.now)
-        if updated != deal:
-            await self._save_deal(uow, updated, int(doc.get("rev", 0)))
+        # written even when unchanged: concurrent task events of one deal then conflict and run
+        # again instead of each deciding from a snapshot without the other's task
+        await self._save_deal(uow, updated, int(doc.get("rev", 0)))

@@ -99,3 +99,34 @@ def test_attribute_source_ignores_an_empty_source() -> None:
     blank = deal()
     assert d.attribute_source(blank, {}, T0) == (blank, [])
     assert d.attribute_source(blank, None, T0) == (blank, [])
+
+
+def test_every_domain_event_fits_its_registered_payload_model_unchanged() -> None:
+    from shared.events import PAYLOADS, make_event
+
+    counter = itertools.count(1)
+    p, events = d.create_pipeline(
+        "t1", {"name": "S", "stages": [{"name": "A", "probability": 10}, {"name": "B", "probability": 50}]},
+        lambda: f"s{next(counter)}", T0,
+    )  # fmt: skip
+    a, b = (s.id for s in p.open_stages)
+    deal, more = d.create_deal("t1", {"title": "X", "contact_id": "c1", "amount": 5, "currency": "RUB"}, p, lambda: "d1", T0, source={"kind": "form"})  # fmt: skip
+    events += more
+    at = T0
+    for stage_id, reason in ((b, None), (p.lost_stage.id, "Дорого"), (a, None), (p.won_stage.id, None)):
+        at += timedelta(hours=1)
+        deal, more = d.move(deal, p, stage_id, at, reason)
+        events += more
+    deal, more = d.update_deal(deal, p, {"amount": 7}, at)
+    events += more
+    deal, more = d.repoint_contact(deal, "c1", "c2", at)
+    events += more
+    deal, more = d.erase_personal_data(deal, at)
+    events += more
+    events += d.edit_pipeline(p, {"name": "S2"}, lambda: "x", at).events
+    types = {e["event_type"] for e in events}
+    assert types >= {"deal.created", "deal.stage_changed", "deal.lost", "deal.reopened", "deal.won", "deal.updated", "deal.erased", "pipeline.created", "pipeline.updated"}  # fmt: skip
+    for event in events:
+        assert (event["event_type"], 1) in PAYLOADS
+        env = make_event(event["event_type"], tenant_id="t1", producer="deals", payload=event["payload"])
+        assert {k: env.payload[k] for k in event["payload"]} == event["payload"]
