@@ -429,3 +429,26 @@ def test_import_replays_historical_stage_dates(admin: Api) -> None:
     bad = {"deals": [{**body["deals"][0], "external_id": "amo-2", "stage_history": [{"stage": "Nope", "entered_at": "2025-01-01"}]}]}  # fmt: skip
     r = admin.post("/api/v1/deals/import", json=bad)
     assert r.status_code == 422 and "deals.0.stage_history.0.stage" in r.json()["errors"]
+
+
+def test_pipeline_validation_names_the_bad_stage_and_openapi_documents_the_routes(admin: Api) -> None:
+    r = admin.post(
+        "/api/v1/pipelines",
+        json={"name": "P", "stages": [{"name": "A", "probability": 10}, {"name": "a", "probability": 150}]},
+    )
+    assert r.status_code == 422
+    assert {"stages.1.probability", "stages.1.name"} <= set(r.json()["errors"])
+    r = admin.post("/api/v1/pipelines", json={"name": "P", "stages": []})
+    assert r.status_code == 422 and "stages" in r.json()["errors"]
+    paths = admin.get("/openapi.json").json()["paths"]
+    for path in (
+        "/api/v1/pipelines",
+        "/api/v1/pipelines/{pipeline_id}",
+        "/api/v1/loss-reasons",
+        "/api/v1/deals",
+        "/api/v1/deals/{deal_id}",
+        "/api/v1/deals/{deal_id}/move",
+        "/api/v1/deals/import",
+    ):
+        assert path in paths, path
+    assert "patch" in paths["/api/v1/deals/{deal_id}"] and "patch" in paths["/api/v1/pipelines/{pipeline_id}"]
