@@ -309,11 +309,11 @@ class DealsService(Service):
             while await self._move_batch(planned.pipeline, old_stage, target, BATCH, None):
                 pass
 
-        async def unit(uow: UnitOfWork) -> d.Pipeline:
+        async def unit(uow: UnitOfWork) -> d.PipelineEdit:
             current = await self._pipeline(uow, tenant, pipeline.id)
             result = edit(current, await self._stage_counts(uow, current), uow.now)
             if not result.events:
-                return current
+                return result
             for old_stage, target in result.move_plan.items():
                 await self._move_batch(result.pipeline, old_stage, target, None, uow)
             await uow.db.pipelines.replace_one(
@@ -322,9 +322,18 @@ class DealsService(Service):
             _emit_all(uow, tenant, result.events)
             if result.pipeline.default and not current.default:
                 await self._demote(uow, await self._pipelines(uow, tenant), result.pipeline.id)
-            return result.pipeline
+            return result
 
-        saved = await self._atomic(unit)
+        done = await self._atomic(unit)
+        saved = done.pipeline
+        # a move that read the old pipeline and committed while it was saved may have put a deal
+        # into a deleted stage: it goes where that stage's deals went (else the first open stage)
+        for stage_id in done.deleted_stage_ids:
+            target = (
+                done.move_plan.get(stage_id) or planned.move_plan.get(stage_id) or saved.first_open_stage.id
+            )
+            while await self._move_batch(saved, stage_id, target, BATCH, None):
+                pass
         changed = {
             s.id
             for s in saved.stages
