@@ -234,6 +234,100 @@ class RuleWebhookRequested(RuleCommand):
     event: dict[str, Any]
 
 
+# ---- deals ----------------------------------------------------------------------------------
+# Payloads of the deals service's events (built by services/deals/domain.py). Money is a decimal
+# string, timestamps are ISO 8601 strings; no deal titles or other personal data.
+
+
+class DealEvent(Payload):
+    """Common fields of ``deal.created``/``updated``/``won``/``lost`` (a snapshot of the deal)."""
+
+    deal_id: str
+    pipeline_id: str | None = None
+    stage_id: str | None = None
+    status: Literal["open", "won", "lost"] | None = None
+    amount: str | None = None
+    currency: str | None = None
+    probability: int | None = None
+    owner_id: str | None = None
+    contact_id: str | None = None
+    company_id: str | None = None
+    occurred_at: str | None = None
+    """When it happened (historical for imports, which carry ``imported: true``)."""
+
+
+class DealCreated(DealEvent):
+    source: dict[str, Any] | None = None
+    """The contact's first touch (``channel_id``, ``kind``, ``utm_*``), when known."""
+
+
+class DealUpdated(DealEvent):
+    """``changed`` names the changed fields (``probability``, ``contact_id``, ``source``...), no
+    values of personal data; a merge adds ``previous_contact_id``, a late attribution ``source``."""
+
+    changed: list[str] = Field(default_factory=list)
+
+
+class DealClosed(DealEvent):
+    """``deal.won`` / ``deal.lost``."""
+
+    source: dict[str, Any] | None = None
+    cycle_time_s: int | None = None
+    won_at: str | None = None
+    lost_at: str | None = None
+    lost_reason: str | None = None
+
+
+class DealStageChanged(Payload):
+    deal_id: str
+    pipeline_id: str | None = None
+    from_stage_id: str | None = None
+    to_stage_id: str | None = None
+    from_kind: Literal["open", "won", "lost"] | None = None
+    to_kind: Literal["open", "won", "lost"] | None = None
+    time_in_stage_s: int | None = None
+    """Seconds the deal spent in ``from_stage_id`` this visit."""
+    amount: str | None = None
+    currency: str | None = None
+    probability: int | None = None
+    owner_id: str | None = None
+    contact_id: str | None = None
+    occurred_at: str | None = None
+    reopened: bool = False
+
+
+class DealReopened(Payload):
+    deal_id: str
+    pipeline_id: str | None = None
+    from_stage_id: str | None = None
+    to_stage_id: str | None = None
+    previous_status: Literal["won", "lost"] | None = None
+    amount: str | None = None
+    currency: str | None = None
+    owner_id: str | None = None
+    contact_id: str | None = None
+    occurred_at: str | None = None
+
+
+class DealErased(Payload):
+    deal_id: str
+    contact_id: str | None = None
+    occurred_at: str | None = None
+
+
+class PipelineChanged(Payload):
+    """``pipeline.created`` / ``pipeline.updated``: the whole stage list (open in order, won, lost)."""
+
+    pipeline_id: str
+    name: str | None = None
+    stages: list[dict[str, Any]] = Field(default_factory=list)
+    """``[{"id", "name", "probability", "kind"}]``."""
+    default: bool = False
+    deleted_stage_ids: list[str] = Field(default_factory=list)
+    move_plan: dict[str, str] = Field(default_factory=dict)
+    occurred_at: str | None = None
+
+
 PAYLOADS.update(
     {
         **{
@@ -251,5 +345,14 @@ PAYLOADS.update(
         ("rule.assign_owner_requested", 1): RuleAssignOwnerRequested,
         ("rule.move_deal_requested", 1): RuleMoveDealRequested,
         ("rule.webhook_requested", 1): RuleWebhookRequested,
+        ("deal.created", 1): DealCreated,
+        ("deal.updated", 1): DealUpdated,
+        ("deal.won", 1): DealClosed,
+        ("deal.lost", 1): DealClosed,
+        ("deal.stage_changed", 1): DealStageChanged,
+        ("deal.reopened", 1): DealReopened,
+        ("deal.erased", 1): DealErased,
+        ("pipeline.created", 1): PipelineChanged,
+        ("pipeline.updated", 1): PipelineChanged,
     }
 )

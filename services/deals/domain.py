@@ -35,6 +35,7 @@ from services.deals.money import (
     parse_amount,
     weighted_amount,
 )
+from shared.errors import AppError
 
 StageKind = Literal["open", "won", "lost"]
 DealStatus = Literal["open", "won", "lost"]
@@ -61,8 +62,9 @@ SOURCE_KEYS = (
 # --------------------------------------------------------------------------------------- errors
 
 
-class DomainError(Exception):
-    """An expected failure with an HTTP meaning.
+class DomainError(AppError):
+    """An expected failure with an HTTP meaning (an :class:`~shared.errors.AppError`, so an RPC
+    method that lets it escape answers the right status as problem+json).
 
     ``status`` is the HTTP status, ``code`` a stable machine-readable string, ``detail`` the human
     message and ``errors`` maps field path → message (422).
@@ -75,11 +77,7 @@ class DomainError(Exception):
     def __init__(
         self, detail: str, *, errors: Mapping[str, str] | None = None, code: str | None = None
     ) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.errors: dict[str, str] = dict(errors or {})
-        if code:
-            self.code = code
+        super().__init__(detail, errors=dict(errors or {}), code=code)
 
 
 class ValidationFailed(DomainError):
@@ -1240,6 +1238,23 @@ def repoint_contact(
     payload = _deal_payload(updated, at)
     payload["changed"] = ["contact_id"]
     payload["previous_contact_id"] = old_contact_id
+    return updated, [_event("deal.updated", payload)]
+
+
+def attribute_source(deal: Deal, source: Mapping[str, Any] | None, now: datetime) -> tuple[Deal, list[Event]]:
+    """Fill in the first-touch attribution of a deal created before its contact's source was known.
+
+    Only a deal without a source takes one (attribution is never rewritten), and an empty source
+    changes nothing. Event: ``deal.updated`` with ``changed == ["source"]`` and the ``source``.
+    """
+    picked = clean_source(source)
+    if deal.source is not None or picked is None:
+        return deal, []
+    at = as_utc(now)
+    updated = replace(deal, source=picked, updated_at=at)
+    payload = _deal_payload(updated, at)
+    payload["changed"] = ["source"]
+    payload["source"] = copy.deepcopy(picked)
     return updated, [_event("deal.updated", payload)]
 
 
