@@ -252,6 +252,8 @@ class DealEvent(Payload):
     owner_id: str | None = None
     contact_id: str | None = None
     company_id: str | None = None
+    expected_close: str | None = None
+    """``YYYY-MM-DD`` (the forecast groups open deals by it)."""
     occurred_at: str | None = None
     """When it happened (historical for imports, which carry ``imported: true``)."""
 

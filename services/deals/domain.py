@@ -868,6 +868,7 @@ def _deal_payload(deal: Deal, now: datetime) -> dict[str, Any]:
         "owner_id": deal.owner_id,
         "contact_id": deal.contact_id,
         "company_id": deal.company_id,
+        "expected_close": deal.expected_close.isoformat() if deal.expected_close else None,
         "occurred_at": _iso(now),
     }
 

@@ -410,6 +410,7 @@ def test_create_deal_defaults_to_first_open_stage_with_its_probability() -> None
         "owner_id": "u1",
         "contact_id": "c1",
         "company_id": None,
+        "expected_close": "2026-04-30",
         "occurred_at": "2026-03-01T09:00:00+00:00",
         "source": {"channel_id": "ch1", "kind": "form", "utm_source": "yandex"},
     }
