@@ -30,7 +30,7 @@ from pymongo.errors import DuplicateKeyError
 from services.common.access import read_filter, require_admin, require_writer, tenant_of, write_filter
 from services.deals import domain as d
 from shared.clock import new_id
-from shared.errors import Forbidden, NotFound, ValidationFailed
+from shared.errors import AppError, Forbidden, NotFound, ValidationFailed
 from shared.events import Envelope
 from shared.mongo import UnitOfWork
 from shared.pagination import clamp_limit, decode_cursor, page
@@ -105,6 +105,8 @@ class DealsService(Service):
         self.on("contact.created", self.on_contact_created)
         self.on("contact.merged", self.on_contact_merged)
         self.on("contact.erased", self.on_contact_erased)
+        self.on("rule.move_deal_requested", self.on_rule_move_deal)
+        self.on("rule.assign_owner_requested", self.on_rule_assign_owner)
         for event_type in TASK_EVENTS:
             self.on(event_type, self.on_task_event)
         for name in (
@@ -779,6 +781,56 @@ class DealsService(Service):
                     _emit_all(uow, tenant, events, caused_by=env)
 
         await self._consume(env, "deals.contact_erased", unit)
+
+    # ---- automation rules' commands (from the tasks service) -----------------------------------
+
+    async def on_rule_move_deal(self, env: Envelope) -> None:
+        """A rule moves a deal. The resulting events carry the rule's causation so the same rule is
+        not triggered again by them for the same deal (loop protection)."""
+        await self._rule_change(
+            env,
+            "deals.rule_move",
+            lambda deal, pipeline, reasons, now: d.move(
+                deal, pipeline, str(env.payload["stage_id"]), now, None, reasons
+            ),
+        )
+
+    async def on_rule_assign_owner(self, env: Envelope) -> None:
+        if not env.payload.get("deal_id"):
+            return  # a contact's owner is the contacts service's business
+        await self._rule_change(
+            env,
+            "deals.rule_assign",
+            lambda deal, pipeline, reasons, now: d.update_deal(
+                deal, pipeline, {"owner_id": str(env.payload["user_id"])}, now, loss_reasons=reasons
+            ),
+        )
+
+    async def _rule_change(self, env: Envelope, consumer: str, change: Callable[..., Any]) -> None:
+        p = env.payload
+        tenant = env.tenant_id
+        causation = {k: p.get(k) for k in ("caused_by_rule", "rule_chain", "caused_by_subject")}
+
+        async def unit(uow: UnitOfWork) -> None:
+            doc = await uow.db.deals.find_one(
+                {"tenant_id": tenant, "_id": p.get("deal_id")}, session=uow.session
+            )
+            if doc is None:
+                log.warning("rule names an unknown deal", extra={"deal_id": p.get("deal_id")})
+                return
+            deal = d.Deal.from_doc(doc)
+            pipeline = await self._pipeline(uow, tenant, deal.pipeline_id)
+            try:
+                changed, events = change(deal, pipeline, await self._reasons(uow, tenant), uow.now)
+            except AppError as exc:  # e.g. a stage of another pipeline, or lost without a reason
+                log.warning("rule action refused", extra={"deal_id": deal.id, "code": exc.code})
+                return
+            if changed != deal:
+                await self._save_deal(uow, changed, int(doc.get("rev", 0)))
+                events = [{**e, "payload": {**e["payload"], **causation}} for e in events]
+                _emit_all(uow, tenant, events, caused_by=env, idempotency_key=str(p.get("action_key")))
+
+        await self._consume(env, consumer, unit)
 
     # ---- tasks' events: next_action ----------------------------------------------------------
 

@@ -181,3 +181,74 @@ async def test_erasure_blanks_titles_also_for_the_next_action_to_come(service: D
     exported = await service.export_contact(ADMIN, {"contact_id": "c-pii"})
     assert [x["id"] for x in exported["deals"]] == [deal["id"]]
     assert "Иван" not in str(exported)
+
+
+async def test_rule_moves_a_deal_and_its_events_carry_the_rule_causation(service: DealsService) -> None:
+    public = await pipeline(service)
+    deal = await service.create_deal(
+        ADMIN, {"body": {"title": "X", "contact_id": "c1", "pipeline_id": public["id"]}}
+    )
+    target = public["stages"][1]["id"]
+    command = make_event(
+        "rule.move_deal_requested",
+        tenant_id=TENANT,
+        producer="tasks",
+        payload={
+            "deal_id": deal["id"],
+            "stage_id": target,
+            "caused_by_rule": "r1",
+            "rule_chain": ["r1"],
+            "caused_by_subject": deal["id"],
+            "action_key": "rule:r1:e1:0",
+        },
+    )
+    await service.on_rule_move_deal(command)
+    await service.on_rule_move_deal(command)  # redelivered: one move
+    moved = await service.get_deal(ADMIN, {"deal_id": deal["id"]})
+    assert moved["stage_id"] == target and len(moved["stage_history"]) == 2
+    changed = [e for e in sent(service) if e.event_type == "deal.stage_changed"]
+    assert len(changed) == 1
+    assert changed[0].payload["caused_by_rule"] == "r1" and changed[0].payload["rule_chain"] == ["r1"]
+
+
+async def test_rule_naming_a_stage_of_another_pipeline_changes_nothing(service: DealsService) -> None:
+    public = await pipeline(service)
+    other = await pipeline(service)
+    deal = await service.create_deal(
+        ADMIN, {"body": {"title": "X", "contact_id": "c1", "pipeline_id": public["id"]}}
+    )
+    await service.on_rule_move_deal(
+        make_event(
+            "rule.move_deal_requested",
+            tenant_id=TENANT,
+            producer="tasks",
+            payload={
+                "deal_id": deal["id"],
+                "stage_id": other["stages"][1]["id"],
+                "caused_by_rule": "r1",
+                "action_key": "rule:r1:e2:0",
+            },
+        )
+    )
+    assert (await service.get_deal(ADMIN, {"deal_id": deal["id"]}))["stage_id"] == deal["stage_id"]
+
+
+async def test_rule_assigns_a_deal_owner(service: DealsService) -> None:
+    public = await pipeline(service)
+    deal = await service.create_deal(
+        ADMIN, {"body": {"title": "X", "contact_id": "c1", "pipeline_id": public["id"]}}
+    )
+    await service.on_rule_assign_owner(
+        make_event(
+            "rule.assign_owner_requested",
+            tenant_id=TENANT,
+            producer="tasks",
+            payload={
+                "deal_id": deal["id"],
+                "user_id": "u-7",
+                "caused_by_rule": "r2",
+                "action_key": "rule:r2:e3:0",
+            },
+        )
+    )
+    assert (await service.get_deal(ADMIN, {"deal_id": deal["id"]}))["owner_id"] == "u-7"
