@@ -102,7 +102,7 @@ class AnalyticsService(Service):
         p = env.payload
         at = _at(p.get("occurred_at")) or env.occurred_at
         flt = {"_id": p["deal_id"], "tenant_id": env.tenant_id}
-        fields = {
+        fields: dict[str, Any] = {
             k: p[k]
             for k in (
                 "pipeline_id",
