@@ -152,10 +152,17 @@ def test_twilio_answered_call_with_dial_leg_completed_in_order(admin: Api) -> No
     tw = fixture("twilio")
     channel = make_channel(admin, "twilio", {"auth_token": "tw-token"})
     dial_done = {**tw["dial_leg_no_answer"], "CallStatus": "completed", "CallDuration": "118"}
-    for params in (tw["dial_leg_ringing"], dial_done, tw["inbound_parent_completed"], tw["recording_completed"]):
+    for params in (
+        tw["dial_leg_ringing"],
+        dial_done,
+        tw["inbound_parent_completed"],
+        tw["recording_completed"],
+    ):
         assert post_twilio(channel, params).status_code == 200
     got = settled_call(
-        admin, "+79161234567", lambda it: it["data"].get("recording_url") and it["data"].get("duration_s") == 125
+        admin,
+        "+79161234567",
+        lambda it: it["data"].get("recording_url") and it["data"].get("duration_s") == 125,
     )
     assert got["item"]["data"]["status"] == "answered"
 
@@ -180,7 +187,9 @@ def test_twilio_bad_signature_is_401_counted_and_creates_nothing(admin: Api) -> 
 # ---- Zadarma --------------------------------------------------------------------------------
 
 
-def post_zadarma(channel: dict[str, Any], params: dict[str, str], secret: str = "zd-secret") -> httpx.Response:
+def post_zadarma(
+    channel: dict[str, Any], params: dict[str, str], secret: str = "zd-secret"
+) -> httpx.Response:
     sig = zadarma_signature(secret, params["event"], params)
     return httpx.post(
         channel["webhook_url"],

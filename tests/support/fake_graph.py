@@ -53,7 +53,7 @@ class FakeGraph:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
                 status, body = fake._answer(parts.path, query)
@@ -64,7 +64,7 @@ class FakeGraph:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         return Handler
@@ -84,7 +84,9 @@ class FakeGraph:
 
 
 @contextmanager
-def fake_graph(leads: dict[str, dict[str, Any]], failures: tuple[int, ...] = (500, 429)) -> Iterator[FakeGraph]:
+def fake_graph(
+    leads: dict[str, dict[str, Any]], failures: tuple[int, ...] = (500, 429)
+) -> Iterator[FakeGraph]:
     server = FakeGraph(leads, failures).start()
     try:
         yield server
