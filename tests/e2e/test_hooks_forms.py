@@ -96,6 +96,10 @@ def test_form_with_token_keeps_fields_and_page_url_utm_as_attribution(admin: Api
     assert item["data"]["page_url"] == page
     assert item["data"]["fields"]["comment"] == "Нужен диван"
     assert item["data"]["utm"]["utm_campaign"] == "winter"
+    h = health(admin, channel["id"])
+    assert h["received"] == 1 and h["rejected"] == 0
+    assert h["last_success_at"] is not None
+    assert h["last_error"] is None and h["last_error_at"] is None
 
 
 def test_form_wrong_token_is_401_and_creates_nothing(admin: Api) -> None:
