@@ -80,6 +80,7 @@ class ConnectorsService(Service):
         self.http: httpx.AsyncClient | None = None
         # First retry of a deferred enrichment (then doubling, capped at an hour). Tests shorten it.
         self.retry_first_s = float(os.environ.get("CRM_ENRICH_RETRY_S") or 2.0)
+        self._wake = asyncio.Event()
         self.on("hook.received", self.on_hook_received, consumer=CONSUMER_HOOKS)
         self.on("tenant.settings_changed", self.on_settings_changed)
         for name in ("create_channel", "list_channels", "get_channel", "update_channel"):
@@ -375,11 +376,14 @@ class ConnectorsService(Service):
         except HookError as exc:  # secrets rotated in between: keep it for inspection
             await self._reject(doc, raw, exc, received_at)
             return
-        items = list(outcome.items)
+        if outcome.needs_enrichment:
+            # Network work (Meta's Graph API) never holds up the hooks queue: the request is kept
+            # in ``deferred`` (durably, before the ack) and the enrichment loop picks it up now.
+            await self._defer(env, "enrichment pending", delay_s=0.0)
+            self._wake.set()
+            return
         try:
-            if outcome.needs_enrichment:
-                items += list(await adapter.enrich(view, outcome, self.http, received_at))
-            await self._emit(env, doc, items)
+            await self._emit(env, doc, list(outcome.items))
         except RetryLater as exc:
             await self._defer(env, str(exc))
 
@@ -445,8 +449,9 @@ class ConnectorsService(Service):
             item = dataclasses.replace(item, data=data, summary=call_summary(item.direction, dial, None))
         return item
 
-    async def _defer(self, env: Envelope, reason: str) -> None:
+    async def _defer(self, env: Envelope, reason: str, delay_s: float | None = None) -> None:
         now = self.clock.now()
+        delay = self.retry_first_s if delay_s is None else delay_s
         await self.db.deferred.update_one(
             {"_id": env.event_id},
             {
@@ -454,7 +459,7 @@ class ConnectorsService(Service):
                     "envelope": env.model_dump(mode="json"),
                     "first_at": now,
                     "attempts": 0,
-                    "next_at": now + timedelta(seconds=self.retry_first_s),
+                    "next_at": now + timedelta(seconds=delay),
                     "reason": reason[:200],
                 }
             },
@@ -462,7 +467,9 @@ class ConnectorsService(Service):
         )
 
     async def retry_deferred(self) -> int:
-        """Retry enrichments whose provider was not ready; give up (and say so) after 24 h."""
+        """Run the deferred work that is due: enrichments (first try and retries) and call events
+        that wait for their call. Back-off doubles from ``retry_first_s`` up to an hour; after
+        24 h an entry is marked failed (kept, never dropped) and the channel health says so."""
         done = 0
         while True:
             now = self.clock.now()
@@ -513,10 +520,14 @@ class ConnectorsService(Service):
 
     async def _deferred_loop(self) -> None:
         while True:
+            self._wake.clear()  # a wake-up during the pass below makes the next wait return at once
             try:
                 await self.retry_deferred()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.warning("deferred enrichment pass failed", exc_info=True)
-            await asyncio.sleep(min(2.0, self.retry_first_s))
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=min(2.0, self.retry_first_s))
+            except TimeoutError:
+                pass

@@ -5,6 +5,8 @@ with back-off and never dropped. The broker is replaced by a recording publisher
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 import pytest
 from cryptography.fernet import Fernet
 from faststream.rabbit import RabbitBroker
@@ -179,3 +182,76 @@ async def test_same_hook_event_twice_publishes_once(svc: ConnectorsService) -> N
     await svc.on_hook_received(env)
     await svc.on_hook_received(env)
     assert len(published(svc).captured()) == 1
+
+
+# ---- enrichment (Meta Lead Ads) runs off the hooks queue ------------------------------------
+
+
+def meta_event(ch: dict[str, Any], lead_id: str) -> Envelope:
+    body = json.dumps(
+        {
+            "object": "page",
+            "entry": [
+                {"id": "1", "time": 1, "changes": [{"field": "leadgen", "value": {"leadgen_id": lead_id}}]}
+            ],
+        }
+    ).encode()
+    sig = hmac.new(b"app", body, hashlib.sha256).hexdigest()
+    return hook_event(ch, {"content-type": "application/json", "x-hub-signature-256": f"sha256={sig}"}, body)
+
+
+async def meta_channel(svc: ConnectorsService) -> dict[str, Any]:
+    body = {
+        "kind": "meta_leads",
+        "name": "meta",
+        "intake": "auto",
+        "secrets": {"app_secret": "app", "verify_token": "v", "page_access_token": "tok"},
+        "config": {"graph_base_url": "https://graph.test/v19.0"},
+    }
+    return await svc.create_channel(CTX, {"body": body})
+
+
+async def test_meta_lead_is_enriched_by_the_deferred_loop_not_the_hook_consumer(
+    svc: ConnectorsService,
+) -> None:
+    calls: list[httpx.Request] = []
+    lead = json.loads((FIXTURES.parent / "forms" / "meta_lead_graph.json").read_text())
+
+    def graph(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200, json=lead)
+
+    svc.http = httpx.AsyncClient(transport=httpx.MockTransport(graph))
+    ch = await meta_channel(svc)
+    await svc.on_hook_received(meta_event(ch, "123123123123"))
+    assert calls == [] and published(svc).captured() == []  # the consumer only parked it
+    assert await svc.retry_deferred() == 1  # due at once
+    [item] = published(svc).captured()
+    assert item["kind"] == "ad_lead" and item["sender"]["emails"] == ["joe@example.com"]
+    assert calls[0].url.params["access_token"] == "tok"
+    assert await svc.db.deferred.count_documents({}) == 0
+    await svc.http.aclose()
+
+
+async def test_meta_lead_not_readable_yet_backs_off_and_is_delivered_later(svc: ConnectorsService) -> None:
+    ready = False
+    lead = json.loads((FIXTURES.parent / "forms" / "meta_lead_graph.json").read_text())
+
+    def graph(request: httpx.Request) -> httpx.Response:
+        if not ready:  # Meta's "lead not yet available": a 4xx that is not worth a quick retry
+            return httpx.Response(400, json={"error": {"code": 100}})
+        return httpx.Response(200, json=lead)
+
+    svc.http = httpx.AsyncClient(transport=httpx.MockTransport(graph))
+    svc.retry_first_s = 2.0
+    ch = await meta_channel(svc)
+    await svc.on_hook_received(meta_event(ch, "123123123123"))
+    assert await svc.retry_deferred() == 0
+    doc = await svc.db.deferred.find_one({})
+    assert doc["attempts"] == 1 and "400" in doc["reason"]
+    ready = True
+    assert await svc.retry_deferred() == 0  # not due for another 4 s
+    svc.clock.advance(4.5)  # type: ignore[attr-defined]
+    assert await svc.retry_deferred() == 1
+    assert len(published(svc).captured()) == 1
+    await svc.http.aclose()
