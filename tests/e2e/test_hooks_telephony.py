@@ -350,3 +350,25 @@ def test_asterisk_bad_hmac_is_401_and_creates_nothing(admin: Api) -> None:
     channel = make_channel(admin, "asterisk", {"hmac_secret": "ast-secret"})
     r = post_asterisk(channel, ast["inbound_no_answer"], secret="guess")
     assert_rejected_and_nothing_created(admin, channel, r)
+
+
+def test_absurd_caller_id_gives_a_clean_call_record_with_the_raw_number_kept(admin: Api) -> None:
+    zd = fixture("zadarma")
+    channel = make_channel(admin, "zadarma", {"api_secret": "zd-secret"})
+    absurd = "<script>alert(1)</script>999999999999999999999999"
+    params = {**zd["notify_end_missed"], "caller_id": absurd}
+    r = post_zadarma(channel, params)
+    assert r.status_code == 200, r.text
+    assert b"script" not in r.content
+
+    def probe() -> tuple[dict[str, Any], dict[str, Any]] | None:
+        found = contacts(admin)
+        if len(found) != 1:
+            return None
+        items = timeline(admin, found[0]["id"])
+        return (found[0], items[0]) if items else None
+
+    contact, item = eventually(probe)
+    assert contact["phones"] == []
+    assert item["kind"] == "call" and item["data"]["status"] == "missed"
+    assert item["data"]["from"] == absurd  # kept as text (JSON-escaped by the API), never parsed
