@@ -33,4 +33,4 @@ def get_adapter(kind: str) -> Adapter | None:
         module = importlib.import_module(f"services.connectors.adapters.{kind}")
     except ModuleNotFoundError:
         return None
-    return module.ADAPTER  # type: ignore[no-any-return]
+    return module.ADAPTER
