@@ -21,6 +21,7 @@ from services.common.access import must, require_admin, tenant_of
 from services.connectors.adapters import HOOK_KINDS, get_adapter
 from services.connectors.adapters._tel_util import call_summary
 from services.connectors.adapters.base import (
+    CallStatus,
     Captured,
     ChannelView,
     HookError,
@@ -413,7 +414,9 @@ class ConnectorsService(Service):
           and direction; before any event with the client has arrived it is retried later, so it
           joins the call instead of opening an inbox item or a contact of its own.
         - Twilio: the inbound parent leg always ends ``completed``; when the ``<Dial>`` leg already
-          said nobody answered, that verdict is the call's status.
+          said nobody answered (and no other leg was answered), that verdict is the call's status.
+        - Once any leg of a call was answered (an Asterisk ring group, Twilio simultaneous
+          dialling), a later "no answer" of another leg leaves the call answered.
         """
         if item.kind != "call" or not item.subject_key:
             return item
@@ -423,8 +426,11 @@ class ConnectorsService(Service):
         if item.sender.phones:
             sets["sender"] = {"name": item.sender.name, "phones": list(item.sender.phones)}
             sets["direction"] = item.direction
-        if item.data.get("leg") == "dial" and status in FINAL_CALL:
+        leg = item.data.get("leg")
+        if leg == "dial" and status in FINAL_CALL:
             sets["dial_status"] = status
+        if status == "answered" and leg != "parent":
+            sets["answered"] = True  # someone of ours picked up (any leg of a ring group)
         call = await self.db.calls.find_one_and_update(
             {"_id": key},
             {"$set": sets, "$setOnInsert": {"tenant_id": doc["tenant_id"]}},
@@ -443,11 +449,22 @@ class ConnectorsService(Service):
                 ),
             )
         dial = call.get("dial_status")
-        if item.data.get("leg") == "parent" and status == "answered" and dial in UNANSWERED:
-            data = {k: v for k, v in item.data.items() if k != "duration_s"}
-            data["status"] = dial
-            item = dataclasses.replace(item, data=data, summary=call_summary(item.direction, dial, None))
+        if leg == "parent" and status == "answered" and dial in UNANSWERED and not call.get("answered"):
+            item = self._with_status(item, dial)
+        elif status in UNANSWERED and leg != "parent" and call.get("answered"):
+            # Another leg of this call was answered (ring group, simultaneous dialling): this
+            # leg's "no answer" must not turn the answered call into a missed one.
+            item = self._with_status(item, "answered")
         return item
+
+    @staticmethod
+    def _with_status(item: Captured, status: CallStatus) -> Captured:
+        """The item with the call's verdict instead of its own leg's (leg-only details dropped)."""
+        leg_only = ("duration_s", "disposition", "provider_status")
+        data = {k: v for k, v in item.data.items() if k not in leg_only}
+        data["status"] = status
+        summary = call_summary(item.direction, status, None)
+        return dataclasses.replace(item, data=data, summary=summary)
 
     async def _defer(self, env: Envelope, reason: str, delay_s: float | None = None) -> None:
         now = self.clock.now()

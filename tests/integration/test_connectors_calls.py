@@ -255,3 +255,52 @@ async def test_meta_lead_not_readable_yet_backs_off_and_is_delivered_later(svc: 
     assert await svc.retry_deferred() == 1
     assert len(published(svc).captured()) == 1
     await svc.http.aclose()
+
+
+# ---- a call with several legs -----------------------------------------------------------------
+
+
+def asterisk_event(ch: dict[str, Any], cdr: dict[str, Any]) -> Envelope:
+    body = json.dumps(cdr).encode()
+    sig = hmac.new(b"ast", body, hashlib.sha256).hexdigest()
+    return hook_event(ch, {"content-type": "application/json", "x-signature": f"sha256={sig}"}, body)
+
+
+async def test_ring_group_leg_not_answered_after_another_leg_answered_keeps_the_call_answered(
+    svc: ConnectorsService,
+) -> None:
+    answered = fixture("asterisk")["inbound_answered"]
+    other_leg = {
+        **answered,
+        "dst": "102",
+        "uniqueid": "1795874590.19",
+        "disposition": "NO ANSWER",
+        "billsec": "0",
+        "sequence": "43",
+    }
+    ch = await channel(svc, "asterisk", {"hmac_secret": "ast"})
+    await svc.on_hook_received(asterisk_event(ch, answered))
+    await svc.on_hook_received(asterisk_event(ch, other_leg))
+    first, second = published(svc).captured()
+    assert first["data"]["status"] == "answered" and first["data"]["duration_s"] == 125
+    assert second["subject_key"] == first["subject_key"]
+    assert second["data"]["status"] == "answered"
+    assert "duration_s" not in second["data"] and "disposition" not in second["data"]
+
+
+async def test_twilio_simultaneous_dial_one_leg_answered_parent_stays_answered(
+    svc: ConnectorsService,
+) -> None:
+    tw = fixture("twilio")
+    ch = await channel(svc, "twilio", {"auth_token": "tw"})
+    picked = {
+        **tw["dial_leg_no_answer"],
+        "CallSid": "CA55555555555555555555555555555555",
+        "CallStatus": "completed",
+        "CallDuration": "118",
+    }
+    await svc.on_hook_received(twilio_event(ch, picked))
+    await svc.on_hook_received(twilio_event(ch, tw["dial_leg_no_answer"]))
+    await svc.on_hook_received(twilio_event(ch, tw["inbound_parent_completed"]))
+    statuses = [p["data"]["status"] for p in published(svc).captured()]
+    assert statuses == ["answered", "answered", "answered"]
