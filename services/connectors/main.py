@@ -529,7 +529,8 @@ class ConnectorsService(Service):
                 if failed:
                     await self._health(channel["_id"], False, error="enrichment failed for 24 h")
                 continue
-            except HookError:
+            except HookError as exc:  # secrets rotated in between: keep it for inspection
+                await self._reject(channel, raw, exc, received_at)
                 await self.db.deferred.delete_one({"_id": doc["_id"]})
                 continue
             await self.db.deferred.delete_one({"_id": doc["_id"]})
