@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
+import os
 import time
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -17,7 +19,9 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from gateway.middleware import BodyLimit
 from services.common.access import must, require_admin, tenant_of
 from services.connectors.adapters import HOOK_KINDS, get_adapter
+from services.connectors.adapters._tel_util import call_summary
 from services.connectors.adapters.base import (
+    CallStatus,
     Captured,
     ChannelView,
     HookError,
@@ -51,6 +55,8 @@ REQUIRED_CONFIG: dict[str, tuple[str, ...]] = {"imap": ("host", "username")}
 CONSUMER_HOOKS = "connectors.hooks"
 PROBLEM = "application/problem+json"
 ENRICH_GIVE_UP = timedelta(hours=24)
+FINAL_CALL = ("answered", "missed", "busy", "failed")
+UNANSWERED = ("missed", "busy", "failed")
 
 
 def problem(err: AppError) -> JSONResponse:
@@ -66,12 +72,16 @@ class ConnectorsService(Service):
             IndexModel([("at", ASCENDING)], expireAfterSeconds=30 * 24 * 3600),
         ],
         "deferred": [IndexModel([("next_at", ASCENDING)])],
+        "calls": [IndexModel([("seen_at", ASCENDING)], expireAfterSeconds=30 * 24 * 3600)],
     }
 
     def setup(self) -> None:
         self._channel_cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.http: httpx.AsyncClient | None = None
+        # First retry of a deferred enrichment (then doubling, capped at an hour). Tests shorten it.
+        self.retry_first_s = float(os.environ.get("CRM_ENRICH_RETRY_S") or 2.0)
+        self._wake = asyncio.Event()
         self.on("hook.received", self.on_hook_received, consumer=CONSUMER_HOOKS)
         self.on("tenant.settings_changed", self.on_settings_changed)
         for name in ("create_channel", "list_channels", "get_channel", "update_channel"):
@@ -367,16 +377,21 @@ class ConnectorsService(Service):
         except HookError as exc:  # secrets rotated in between: keep it for inspection
             await self._reject(doc, raw, exc, received_at)
             return
-        items = list(outcome.items)
         if outcome.needs_enrichment:
-            try:
-                items += list(await adapter.enrich(view, outcome, self.http, received_at))
-            except RetryLater as exc:
-                await self._defer(env, str(exc))
-                return
-        await self._emit(env, doc, items)
+            # Network work (Meta's Graph API) never holds up the hooks queue: the request is kept
+            # in ``deferred`` (durably, before the ack) and the enrichment loop picks it up now.
+            await self._defer(env, "enrichment pending", delay_s=0.0)
+            self._wake.set()
+            return
+        try:
+            await self._emit(env, doc, list(outcome.items))
+        except RetryLater as exc:
+            await self._defer(env, str(exc))
 
     async def _emit(self, env: Envelope, doc: dict[str, Any], items: list[Captured]) -> None:
+        """Publish the interactions of one hook (once per hook event); raises :class:`RetryLater`
+        when a call event cannot be placed yet (a recording before its call)."""
+        items = [await self._join_call(doc, item) for item in items]
         region = await self.region(doc["tenant_id"])
         captured = [normalise(item, doc, region) for item in items]
 
@@ -392,8 +407,68 @@ class ConnectorsService(Service):
 
         await self.store.consume(env, CONSUMER_HOOKS, unit)
 
-    async def _defer(self, env: Envelope, reason: str) -> None:
+    async def _join_call(self, doc: dict[str, Any], item: Captured) -> Captured:
+        """Keep what is known about one call (``subject_key``) so its events converge in any order.
+
+        - An event without a client (a recording: Twilio, Zadarma, Mango) takes the call's client
+          and direction; before any event with the client has arrived it is retried later, so it
+          joins the call instead of opening an inbox item or a contact of its own.
+        - Twilio: the inbound parent leg always ends ``completed``; when the ``<Dial>`` leg already
+          said nobody answered (and no other leg was answered), that verdict is the call's status.
+        - Once any leg of a call was answered (an Asterisk ring group, Twilio simultaneous
+          dialling), a later "no answer" of another leg leaves the call answered.
+        """
+        if item.kind != "call" or not item.subject_key:
+            return item
+        key = f"{doc['tenant_id']}:{item.subject_key}"
+        status = item.data.get("status")
+        sets: dict[str, Any] = {"seen_at": self.clock.now()}
+        if item.sender.phones:
+            sets["sender"] = {"name": item.sender.name, "phones": list(item.sender.phones)}
+            sets["direction"] = item.direction
+        leg = item.data.get("leg")
+        if leg == "dial" and status in FINAL_CALL:
+            sets["dial_status"] = status
+        if status == "answered" and leg != "parent":
+            sets["answered"] = True  # someone of ours picked up (any leg of a ring group)
+        call = await self.db.calls.find_one_and_update(
+            {"_id": key},
+            {"$set": sets, "$setOnInsert": {"tenant_id": doc["tenant_id"]}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        if not item.sender.phones and not item.sender.emails:
+            known = call.get("sender")
+            if not known:
+                raise RetryLater("call event before the call itself")
+            item = dataclasses.replace(
+                item,
+                direction=call.get("direction") or item.direction,
+                sender=dataclasses.replace(
+                    item.sender, name=item.sender.name or known.get("name"), phones=tuple(known["phones"])
+                ),
+            )
+        dial = call.get("dial_status")
+        if leg == "parent" and status == "answered" and dial in UNANSWERED and not call.get("answered"):
+            item = self._with_status(item, dial)
+        elif status in UNANSWERED and leg != "parent" and call.get("answered"):
+            # Another leg of this call was answered (ring group, simultaneous dialling): this
+            # leg's "no answer" must not turn the answered call into a missed one.
+            item = self._with_status(item, "answered")
+        return item
+
+    @staticmethod
+    def _with_status(item: Captured, status: CallStatus) -> Captured:
+        """The item with the call's verdict instead of its own leg's (leg-only details dropped)."""
+        leg_only = ("duration_s", "disposition", "provider_status")
+        data = {k: v for k, v in item.data.items() if k not in leg_only}
+        data["status"] = status
+        summary = call_summary(item.direction, status, None)
+        return dataclasses.replace(item, data=data, summary=summary)
+
+    async def _defer(self, env: Envelope, reason: str, delay_s: float | None = None) -> None:
         now = self.clock.now()
+        delay = self.retry_first_s if delay_s is None else delay_s
         await self.db.deferred.update_one(
             {"_id": env.event_id},
             {
@@ -401,7 +476,7 @@ class ConnectorsService(Service):
                     "envelope": env.model_dump(mode="json"),
                     "first_at": now,
                     "attempts": 0,
-                    "next_at": now + timedelta(seconds=5),
+                    "next_at": now + timedelta(seconds=delay),
                     "reason": reason[:200],
                 }
             },
@@ -409,7 +484,9 @@ class ConnectorsService(Service):
         )
 
     async def retry_deferred(self) -> int:
-        """Retry enrichments whose provider was not ready; give up (and say so) after 24 h."""
+        """Run the deferred work that is due: enrichments (first try and retries) and call events
+        that wait for their call. Back-off doubles from ``retry_first_s`` up to an hour; after
+        24 h an entry is marked failed (kept, never dropped) and the channel health says so."""
         done = 0
         while True:
             now = self.clock.now()
@@ -430,12 +507,14 @@ class ConnectorsService(Service):
             view = self.channel_view(channel)
             try:
                 outcome: HookOutcome = adapter.handle(view, raw, received_at)
-                items = list(outcome.items) + list(
-                    await adapter.enrich(view, outcome, self.http, received_at)
-                )
+                items = list(outcome.items)
+                if outcome.needs_enrichment:
+                    items += list(await adapter.enrich(view, outcome, self.http, received_at))
+                await self._emit(env, channel, items)
             except RetryLater as exc:
                 attempts = doc["attempts"] + 1
                 failed = now - as_utc(doc["first_at"]) > ENRICH_GIVE_UP
+                delay = min(3600.0, self.retry_first_s * 2**attempts)
                 await self.db.deferred.update_one(
                     {"_id": doc["_id"]},
                     {
@@ -443,26 +522,30 @@ class ConnectorsService(Service):
                             "attempts": attempts,
                             "reason": str(exc)[:200],
                             "failed": failed,
-                            "next_at": now + timedelta(seconds=min(3600, 5 * 2**attempts)),
+                            "next_at": now + timedelta(seconds=delay),
                         }
                     },
                 )
                 if failed:
                     await self._health(channel["_id"], False, error="enrichment failed for 24 h")
                 continue
-            except HookError:
+            except HookError as exc:  # secrets rotated in between: keep it for inspection
+                await self._reject(channel, raw, exc, received_at)
                 await self.db.deferred.delete_one({"_id": doc["_id"]})
                 continue
-            await self._emit(env, channel, items)
             await self.db.deferred.delete_one({"_id": doc["_id"]})
             done += 1
 
     async def _deferred_loop(self) -> None:
         while True:
+            self._wake.clear()  # a wake-up during the pass below makes the next wait return at once
             try:
                 await self.retry_deferred()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.warning("deferred enrichment pass failed", exc_info=True)
-            await asyncio.sleep(2.0)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=min(2.0, self.retry_first_s))
+            except TimeoutError:
+                pass

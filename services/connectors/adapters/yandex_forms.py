@@ -101,6 +101,11 @@ class YandexFormsAdapter:
                     phones.append(text)
                 elif type_slug.endswith("email"):
                     emails.append(text)
+            # What the owner put next to the answer (UTM tags, page URL...) is kept too.
+            extra = fu.flatten({k: v for k, v in body.items() if k != "answer"})
+            for key, value in extra.items():
+                if key not in fields and len(fields) < fu.MAX_FIELDS:
+                    fields[key] = value
             if answer.get("id") is not None:
                 submission_id = fu.safe_id(answer["id"])
             occurred = fu.parse_time(answer.get("created"), now)
