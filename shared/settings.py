@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     retry_limit: int = 5
     """Deliveries of one event to one consumer before it goes to the dead-letter queue."""
     outbox_sweep_s: float = 2.0
+    enrich_retry_s: float = 2.0
+    """First wait before a provider fetch that failed (Meta's Graph API) is tried again; doubles."""
     tasks_scheduler_s: float = 1.0
     """How often the tasks service claims due reminders and overdue notices."""
 

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import dataclasses
 import logging
-import os
 import time
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -80,7 +79,7 @@ class ConnectorsService(Service):
         self._tasks: list[asyncio.Task[None]] = []
         self.http: httpx.AsyncClient | None = None
         # First retry of a deferred enrichment (then doubling, capped at an hour). Tests shorten it.
-        self.retry_first_s = float(os.environ.get("CRM_ENRICH_RETRY_S") or 2.0)
+        self.retry_first_s = self.settings.enrich_retry_s
         self._wake = asyncio.Event()
         self.on("hook.received", self.on_hook_received, consumer=CONSUMER_HOOKS)
         self.on("tenant.settings_changed", self.on_settings_changed)
