@@ -48,6 +48,7 @@ REQUIRED_SECRETS: dict[str, tuple[str, ...]] = {
     "meta_leads": ("app_secret", "verify_token", "page_access_token"),
     "google_ads": ("key",),
     "vk": ("confirmation",),
+    "telegram": ("secret_token",),
     "imap": ("password",),
 }
 REQUIRED_CONFIG: dict[str, tuple[str, ...]] = {"imap": ("host", "username")}

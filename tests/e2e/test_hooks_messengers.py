@@ -101,3 +101,12 @@ def test_telegram_wrong_or_missing_secret_token_is_401_and_creates_nothing(admin
     h = health(admin, channel["id"])
     assert h["rejected"] == 2 and h["received"] == 0 and h["last_error"].startswith("401")
     assert admin.get("/api/v1/contacts").json()["items"] == []
+
+
+def test_telegram_channel_without_a_secret_token_is_refused(admin: Api) -> None:
+    r = admin.post(
+        "/api/v1/channels",
+        json={"kind": "telegram", "name": "Bot", "intake": "auto", "secrets": {"bot_token": "1:x"}},
+    )
+    assert r.status_code == 422
+    assert "secrets.secret_token" in r.json()["errors"]
