@@ -85,7 +85,7 @@ def tenant_with_domains(root: Api, mongo_url: str, namespace: str) -> Api:
     assert r.status_code == 200, r.text
     # The settings reach the connectors service as an event; wait for it so the mailbox's own
     # domain is never taken for a client.
-    with MongoClient(mongo_url) as client:
+    with MongoClient[dict[str, Any]](mongo_url) as client:
         db = client[f"{namespace}_connectors"]
         eventually(
             lambda: db.tenants.find_one({"_id": tenant_id, "settings.own_domains": OWN_DOMAIN}),
@@ -394,7 +394,7 @@ def test_channel_password_is_stored_encrypted(
 ) -> None:
     admin = tenant_with_domains(root, mongo_url, hub.namespace)
     cid = create_channel(admin, server)["id"]
-    with MongoClient(mongo_url) as client:
+    with MongoClient[dict[str, Any]](mongo_url) as client:
         doc = client[f"{hub.namespace}_connectors"].channels.find_one({"_id": cid})
     assert doc is not None
     stored = repr(doc)
