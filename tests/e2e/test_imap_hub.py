@@ -401,3 +401,46 @@ def test_channel_password_is_stored_encrypted(
     assert server.password not in stored
     assert base64.b64encode(server.password.encode()).decode() not in stored
     assert admin.get(f"/api/v1/channels/{cid}").json()["secrets_set"] == ["password"]
+
+
+def test_a_mailbox_that_cannot_log_in_says_so_in_its_health(
+    root: Api, hub: HubProcess, mongo_url: str, server: DovecotServer
+) -> None:
+    admin = tenant_with_domains(root, mongo_url, hub.namespace)
+    body = {
+        "kind": "imap",
+        "name": "Wrong password",
+        "config": {"host": server.host, "port": server.port, "ssl": "none", "username": server.username},
+        "secrets": {"password": "not-the-password"},
+        "intake": "auto",
+    }
+    cid = admin.post("/api/v1/channels", json=body).json()["id"]
+    h = wait_health(admin, cid, state="failing", last_error="auth: login failed")
+    assert h["last_error_at"] is not None
+    assert h["last_success_at"] is None
+
+    # Fixing the password restarts the poller, which then syncs.
+    r = admin.patch(f"/api/v1/channels/{cid}", json={"secrets": {"password": server.password}})
+    assert r.status_code == 200, r.text
+    h = wait_health(admin, cid, state="ok")
+    assert h["last_success_at"] is not None
+
+
+def test_deactivating_a_channel_stops_its_poller(
+    root: Api, hub: HubProcess, mongo_url: str, server: DovecotServer
+) -> None:
+    admin = tenant_with_domains(root, mongo_url, hub.namespace)
+    cid = create_channel(admin, server)["id"]
+    with MongoClient[dict[str, Any]](mongo_url) as client:
+        leases = client[f"{hub.namespace}_connectors"].imap_leases
+        eventually(lambda: leases.find_one({"_id": cid}), timeout=10)
+        r = admin.patch(f"/api/v1/channels/{cid}", json={"active": False})
+        assert r.status_code == 200, r.text
+        eventually(lambda: leases.find_one({"_id": cid}) is None, timeout=10)
+    append_message(
+        server,
+        "INBOX",
+        mail(frm="Late <late@client.ru>", to=MAILBOX, subject="x", body="y", msg_id="late@client.ru"),
+    )
+    time.sleep(2.5)
+    assert contact_by_email(admin, "late@client.ru") == []
