@@ -444,3 +444,54 @@ def test_deactivating_a_channel_stops_its_poller(
     )
     time.sleep(2.5)
     assert contact_by_email(admin, "late@client.ru") == []
+
+
+def test_forwarding_mailbox_attributes_forwards_to_the_original_sender(
+    root: Api, hub: HubProcess, mongo_url: str, server: DovecotServer
+) -> None:
+    admin = tenant_with_domains(root, mongo_url, hub.namespace)
+    # A manager forwards a client's mail to the hub's mailbox...
+    append_message(
+        server,
+        "INBOX",
+        mail(
+            frm=f"Менеджер <manager@{OWN_DOMAIN}>",
+            to=f"crm@{OWN_DOMAIN}",
+            subject="Fwd: Заказ на 10 штук",
+            body=(
+                "Коллеги, заведите клиента.\n\n"
+                "---------- Forwarded message ---------\n"
+                "From: Клиент Пересланный <fwd@client.ru>\n"
+                "Date: Wed, 25 Nov 2026 09:15:00 +0300\n"
+                "Subject: Заказ на 10 штук\n"
+                f"To: manager@{OWN_DOMAIN}\n\n"
+                "Хочу заказать 10 штук.\n"
+            ),
+            msg_id="fwd-1@corp.example",
+        ),
+    )
+    # ...and BCCs it on mail of their own to another client.
+    append_message(
+        server,
+        "INBOX",
+        mail(
+            frm=f"Менеджер <manager@{OWN_DOMAIN}>",
+            to="Покупатель <buyer@client.ru>",
+            subject="Коммерческое предложение",
+            body="Высылаю КП.",
+            msg_id="bcc-1@corp.example",
+        ),
+    )
+    cid = create_channel(admin, server, forward_mode=True, address=f"crm@{OWN_DOMAIN}")["id"]
+    wait_health(admin, cid, received=2)
+
+    (fwd,) = wait_emails(admin, "fwd@client.ru", 1)
+    assert fwd["direction"] == "in"
+    assert fwd["data"]["subject"] == "Заказ на 10 штук"
+    assert fwd["data"]["forwarded"] is True
+    assert "Хочу заказать 10 штук" in fwd["summary"]
+    assert contact_by_email(admin, "fwd@client.ru")[0]["name"] == "Клиент Пересланный"
+
+    (bcc,) = wait_emails(admin, "buyer@client.ru", 1)
+    assert bcc["direction"] == "out"
+    assert contact_by_email(admin, f"manager@{OWN_DOMAIN}") == []

@@ -22,8 +22,13 @@ expiry, taken atomically) talks to the server; the others wait for it to lapse.
 
 Channel health (``channels.health``): ``last_success_at``, ``last_error_at``, ``last_error`` (an
 error class, never server text or addresses), ``lag_s``, ``state``, ``idle``, and ``cursor``
-``{folder: {uidvalidity, last_uid, pending, role}}``; counters ``received`` and
-``skipped_<reason>``.
+``{folder: {uidvalidity, last_uid, pending, role}}``; counters (once per Message-ID) ``received``,
+``skipped_<reason>`` (``auto_reply``, ``bounce``, ``bulk``, ``no_client``) and ``duplicates``
+(handed over again, e.g. after a UIDVALIDITY change, and recognised).
+
+Channel config read here besides the poller's: ``address`` (the mailbox's own address when the
+login is not one), ``forward_mode`` (a mailbox staff forward or BCC client mail to: a forward is
+attributed to the original sender), ``max_attachment_bytes``.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import base64
 import contextlib
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +67,10 @@ CONSUMER_MAIL = "connectors.mail"
 """Queue of ``mail.received`` and the processed-marker name of its health counters."""
 DEFAULT_MAX_ATTACHMENT_BYTES = 256 * 1024
 STOP_GRACE_S = 15.0
+MAX_HANDOFF_BYTES = 8 * 1024 * 1024
+"""Larger messages are fetched truncated to this (base64 in one broker message must stay well
+under RabbitMQ's ``max_message_size``, 16 MiB by default since 4.0). Attachment bytes are never
+kept, and the text parts come first, so the tail lost is attachments."""
 SEEN_TTL_S = 400 * 24 * 3600
 """How long a Message-ID is remembered as handled (a resync re-reads at most ``since`` back)."""
 
@@ -207,7 +216,7 @@ class MailIngest:
         self,
         service: ConnectorsService,
         *,
-        interval_s: float = 3.0,
+        interval_s: float = 2.0,
         client_factory: ClientFactory = connect,
         owner: str | None = None,
     ) -> None:
@@ -274,6 +283,7 @@ class MailIngest:
         try:
             view = svc.channel_view(doc)
             config = config_from_channel(view.config, view.secrets, today=svc.clock.now().date())
+            config = replace(config, max_message_bytes=min(config.max_message_bytes, MAX_HANDOFF_BYTES))
         except Exception as exc:  # ValueError names the field; a broken secret is a class name
             reason = f"config: {exc}" if isinstance(exc, ValueError) else f"config: {type(exc).__name__}"
             if self._config_errors.get(cid) != reason:
