@@ -306,11 +306,11 @@ def test_message_arriving_while_the_poller_idles_shows_up_within_seconds(
     assert item["data"]["subject"] == "Срочно"
 
 
-def test_restart_and_uidvalidity_change_produce_no_duplicates(
+def test_restart_replicas_and_uidvalidity_change_produce_no_duplicates(
     rabbit: str, mongo_url: str, tmp_path: Path, server: DovecotServer
 ) -> None:
     first = HubProcess(rabbit_url=rabbit, mongo_url=mongo_url, data_dir=tmp_path).start()
-    second: HubProcess | None = None
+    replicas = [first]
     try:
         root = Api(first.url, first.root_token)
         admin = tenant_with_domains(root, mongo_url, first.namespace)
@@ -361,6 +361,7 @@ def test_restart_and_uidvalidity_change_produce_no_duplicates(
             namespace=first.namespace,
             env={"CRM_ROOT_TOKEN": first.root_token},
         )
+        replicas.append(second)
         second.start()
         admin = Api(second.url, admin.key)
         wait_health(admin, cid, received=4)
@@ -368,24 +369,51 @@ def test_restart_and_uidvalidity_change_produce_no_duplicates(
         assert h.get("duplicates", 0) == 0
         old_uidvalidity = h["cursor"]["INBOX"]["uidvalidity"]
 
+        # A second replica on the same data: the lease keeps the mailbox to one poller.
+        third = HubProcess(
+            rabbit_url=rabbit,
+            mongo_url=mongo_url,
+            data_dir=tmp_path,
+            namespace=first.namespace,
+            env={"CRM_ROOT_TOKEN": first.root_token},
+        )
+        replicas.append(third)
+        third.start()
+        append_message(
+            server,
+            "INBOX",
+            mail(
+                frm="Клиент <client@client.ru>",
+                to=MAILBOX,
+                subject="Письмо 4",
+                body="Текст 4",
+                msg_id="r4@client.ru",
+            ),
+        )
+        wait_health(admin, cid, received=5)
+        time.sleep(2.5)  # time for a second poller, were there one, to hand it over again
+        with MongoClient[dict[str, Any]](mongo_url) as client:
+            leases = list(client[f"{first.namespace}_connectors"].imap_leases.find({"_id": cid}))
+        assert len(leases) == 1
+        assert health(admin, cid).get("duplicates", 0) == 0
+
         # The server renumbers INBOX: everything is read again and recognised by Message-ID.
         _, new_uidvalidity = reset_uidvalidity(server, "INBOX")
         assert new_uidvalidity != old_uidvalidity
-        wait_health(admin, cid, duplicates=3)
+        wait_health(admin, cid, duplicates=4)
         h = eventually(
             lambda: (hh := health(admin, cid))["cursor"]["INBOX"]["uidvalidity"] == new_uidvalidity and hh,
             timeout=10,
         )
-        assert h["cursor"]["INBOX"]["last_uid"] == 3
-        assert h["received"] == 4
+        assert h["cursor"]["INBOX"]["last_uid"] == 4
+        assert h["received"] == 5
 
         items = emails_of(admin, "client@client.ru")
         subjects = sorted(i["data"]["subject"] for i in items)
-        assert subjects == ["Ответ", "Письмо 1", "Письмо 2", "Письмо 3"]
+        assert subjects == ["Ответ", "Письмо 1", "Письмо 2", "Письмо 3", "Письмо 4"]
     finally:
-        if second is not None:
-            second.stop()
-        first.stop()
+        for proc in reversed(replicas):
+            proc.stop()
         delete_namespace_queues(rabbit, first.namespace)
 
 
