@@ -186,7 +186,6 @@ class _Running:
     stop: asyncio.Event
     task: asyncio.Task[None]
     fingerprint: tuple[Any, ...]
-    tenant_id: str
 
 
 def _fingerprint(doc: dict[str, Any]) -> tuple[Any, ...]:
@@ -312,7 +311,7 @@ class MailIngest:
         )
         stop = asyncio.Event()
         task = asyncio.create_task(poller.run(stop), name=f"imap-{cid}")
-        self._running[cid] = _Running(poller, stop, task, _fingerprint(doc), doc["tenant_id"])
+        self._running[cid] = _Running(poller, stop, task, _fingerprint(doc))
         log.info("imap poller started channel=%s", cid)
 
     async def _stop_one(self, cid: str) -> None:
@@ -322,10 +321,13 @@ class MailIngest:
         running.stop.set()
         try:
             await asyncio.wait_for(asyncio.shield(running.task), timeout=STOP_GRACE_S)
-        except (TimeoutError, asyncio.CancelledError):
+        except TimeoutError:  # stuck in a blocking IMAP call: give up on a clean logout
             running.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await running.task
+        except asyncio.CancelledError:  # we are being stopped ourselves: take the poller along
+            running.task.cancel()
+            raise
         except Exception:
             log.warning("imap poller ended with an error channel=%s", cid, exc_info=True)
         log.info("imap poller stopped channel=%s", cid)
