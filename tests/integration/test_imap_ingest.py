@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -74,7 +75,11 @@ class StandIn:
         await self.store.consume(env, "connectors.hooks", unit)
 
 
+CONNECT_THREADS: list[str] = []
+
+
 def refuse(config: ImapConfig) -> Any:
+    CONNECT_THREADS.append(threading.current_thread().name)
     raise ConnectionRefusedError("no server in this test")
 
 
@@ -130,6 +135,8 @@ async def test_supervisor_follows_channels_and_reports_a_failing_mailbox(svc: St
         assert health["state"] == "failing"
         assert health["last_error"] == "network: ConnectionRefusedError"
         assert health["received"] == 0  # counters are left alone
+        # Each mailbox blocks a thread of its own, not the loop's shared executor.
+        assert CONNECT_THREADS and all(name.startswith("imap-a") for name in CONNECT_THREADS)
         broken = await svc.db.channels.find_one({"_id": "broken"})
         assert broken["health"]["state"] == "misconfigured"
         assert broken["health"]["last_error"] == "config: config.host is required"

@@ -36,8 +36,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -180,9 +183,26 @@ class BrokerMailSink:
 # ---- the supervisor ---------------------------------------------------------------------
 
 
+class ThreadedPoller(ImapPoller):
+    """An :class:`ImapPoller` whose blocking IMAP calls run on a thread of its own.
+
+    The poller makes one call at a time, and while idling it makes them back to back (1 s IDLE
+    checks): on the loop's shared default executor (a handful of threads) a few mailboxes would
+    starve each other and everything else that needs a thread (DNS lookups among them).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"imap-{self.channel_id}")
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+
 @dataclass
 class _Running:
-    poller: ImapPoller
+    poller: ThreadedPoller
     stop: asyncio.Event
     task: asyncio.Task[None]
     fingerprint: tuple[Any, ...]
@@ -299,7 +319,7 @@ class MailIngest:
                 )
             return
         self._config_errors.pop(cid, None)
-        poller = ImapPoller(
+        poller = ThreadedPoller(
             cid,
             config,
             cursors=self.cursors,
@@ -330,6 +350,9 @@ class MailIngest:
             raise
         except Exception:
             log.warning("imap poller ended with an error channel=%s", cid, exc_info=True)
+        finally:
+            # A call still blocked in the thread (after a cancel) finishes on its own timeout.
+            running.poller.executor.shutdown(wait=False)
         log.info("imap poller stopped channel=%s", cid)
 
     # -- health --
@@ -435,6 +458,7 @@ __all__ = [
     "MailIngest",
     "MongoCursorStore",
     "MongoLease",
+    "ThreadedPoller",
     "health_fields",
     "mailbox_address",
 ]
