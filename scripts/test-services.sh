@@ -13,7 +13,20 @@ if [ -z "${CRM_RABBIT_URL:-}" ]; then
   fi
 fi
 
-if ! command -v dovecot >/dev/null 2>&1; then
+# Dovecot lives in /usr/sbin, which a non-root PATH may lack: look there too before installing.
+if ! command -v dovecot >/dev/null 2>&1 && [ ! -x /usr/sbin/dovecot ]; then
   echo "Dovecot missing: installing dovecot-imapd" >&2
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd) >/dev/null
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "need root (or sudo) to install dovecot-imapd" >&2; exit 1; }
+    SUDO="sudo -n"
+  fi
+  # The package may start its own system service; harmless: tests run private instances on
+  # free loopback ports with a temp config (tests/support/dovecot.py).
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd >/dev/null
+  if [ ! -x /usr/sbin/dovecot ] && ! command -v dovecot >/dev/null 2>&1; then
+    echo "dovecot-imapd installed but no dovecot binary found" >&2
+    exit 1
+  fi
 fi
