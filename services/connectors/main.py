@@ -28,6 +28,7 @@ from services.connectors.adapters.base import (
     RawRequest,
     RetryLater,
 )
+from services.connectors.mail.ingest import MailIngest
 from services.connectors.normalise import normalise
 from shared.clock import as_utc, iso, new_id
 from shared.errors import AppError, NotFound, ServiceUnavailable, ValidationFailed
@@ -84,14 +85,18 @@ class ConnectorsService(Service):
         self._wake = asyncio.Event()
         self.on("hook.received", self.on_hook_received, consumer=CONSUMER_HOOKS)
         self.on("tenant.settings_changed", self.on_settings_changed)
+        self.mail = MailIngest(self)
+        self.mail.setup()
         for name in ("create_channel", "list_channels", "get_channel", "update_channel"):
             self.rpc.method(name)(getattr(self, name))
 
     async def on_start(self) -> None:
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
         self._tasks.append(asyncio.create_task(self._deferred_loop(), name="connectors-deferred"))
+        await self.mail.start()
 
     async def on_stop(self) -> None:
+        await self.mail.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
