@@ -198,19 +198,15 @@ class Idempotency:
         status = 500
         headers: list[tuple[str, str]] = []
         chunks: list[bytes] = []
+        settled = False
 
-        async def capture(message: Message) -> None:
-            nonlocal status, headers
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = [(k.decode(), v.decode("latin-1")) for k, v in message.get("headers", [])]
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, replay, capture)
-        finally:
+        async def settle() -> None:
+            """Remember the answer (or forget the key after a failure) before the client can see
+            the end of it, so an immediate retry already finds it."""
+            nonlocal settled
+            if settled:
+                return
+            settled = True
             if status < 500:
                 await coll.update_one(
                     {"_id": doc_id},
@@ -225,6 +221,24 @@ class Idempotency:
                 )
             else:  # a failure is not remembered: the client may retry with the same key
                 await coll.delete_one({"_id": doc_id})
+
+        async def capture(message: Message) -> None:
+            nonlocal status, headers
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k.decode(), v.decode("latin-1")) for k, v in message.get("headers", [])]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    await settle()
+            await send(message)
+
+        try:
+            await self.app(scope, replay, capture)
+        finally:
+            if not settled:
+                status = 500
+                await settle()
 
 
 class ContentType:
