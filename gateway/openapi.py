@@ -42,9 +42,10 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 DESCRIPTIONS = {
+    "400": "The body is not parseable JSON",
     "401": "No API key, or not a valid one",
     "403": "The caller's role may not do this",
-    "404": "No such record in the caller's tenant and visibility",
+    "404": "No such record (or one the body refers to) in the caller's tenant and visibility",
     "409": "A request with this Idempotency-Key is still in progress",
     "413": "The body exceeds CRM_MAX_BODY",
     "415": "The body is not JSON",
@@ -92,10 +93,10 @@ def complete_openapi(schema: dict[str, Any]) -> dict[str, Any]:
             if path.startswith("/api/"):
                 op["security"] = [{"bearer": []}]
                 wanted += ["401", "403", "429", "503", "504"]
-                if "{" in path:
-                    wanted.append("404")
+                if "{" in path or op.get("requestBody"):
+                    wanted.append("404")  # the record, or one the body refers to
                 if op.get("requestBody"):
-                    wanted += ["413", "415", "422"]
+                    wanted += ["400", "413", "415", "422"]
                 if params:
                     wanted.append("422")
                 if method == "post":
