@@ -72,7 +72,7 @@ def delivery_id(subscription_id: str, event_id: str) -> str:
 def retry_delay(attempt: int, settings: WebhookSettings) -> float:
     """Seconds before the next try after ``attempt`` failed tries (exponential, jittered)."""
     wait = wait_exponential_jitter(
-        initial=settings.backoff_s, max=settings.max_backoff_s, exp_base=2, jitter=settings.backoff_s
+        multiplier=settings.backoff_s, max=settings.max_backoff_s, exp_base=2, jitter=settings.backoff_s
     )
     return float(wait(SimpleNamespace(attempt_number=attempt)))  # type: ignore[arg-type]
 
@@ -352,11 +352,14 @@ class Webhooks:
         status: int | None = None
         error: str | None = None
         try:
-            resp = await client.post(sub["url"], content=body, headers=headers)
+            # httpx's timeouts are per phase; this bounds the whole attempt (a slow drip too).
+            resp = await asyncio.wait_for(
+                client.post(sub["url"], content=body, headers=headers), self.settings.timeout_s
+            )
             status = resp.status_code
             if not 200 <= status < 300:
                 error = f"HTTP {status}"
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             error = "timeout"
         except httpx.HTTPError as exc:
             error = type(exc).__name__
