@@ -127,7 +127,6 @@ class GatewayService(Service):
                 [("tenant_id", 1), ("email", 1)],
                 unique=True,
                 partialFilterExpression={"email": {"$type": "string"}},
-                name="tenant_email_unique",
             ),
         ],
         "api_keys": [IndexModel([("tenant_id", 1), ("user_id", 1)])],

@@ -20,6 +20,12 @@ from shared.events import Envelope
 
 HIDDEN_TYPES = frozenset({"interaction.captured"})
 """Internal hand-offs (raw, not yet matched to a contact) are not part of the public stream."""
+HIDDEN_PREFIXES = ("rule.",)
+"""Commands of automation rules to other services: internal too."""
+
+
+def is_internal(event_type: str) -> bool:
+    return event_type in HIDDEN_TYPES or event_type.startswith(HIDDEN_PREFIXES)
 
 
 def public_event(env: Envelope) -> dict[str, Any]:
@@ -49,7 +55,7 @@ class LiveFeed:
         self._listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
 
     def publish(self, env: Envelope) -> None:
-        if env.event_type in HIDDEN_TYPES:
+        if is_internal(env.event_type):
             return
         event = public_event(env)
         buf = self._buffers.setdefault(env.tenant_id, deque(maxlen=self.buffer_size))

@@ -32,7 +32,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 from tenacity import wait_exponential_jitter
 
-from gateway.live import HIDDEN_TYPES, public_event
+from gateway.live import is_internal, public_event
 from shared.clock import Clock, new_id
 from shared.crypto import SecretBox
 from shared.errors import NotFound
@@ -214,7 +214,10 @@ class Webhooks:
 
     async def on_event(self, env: Envelope) -> None:
         """One delivery per matching subscription of the event's tenant (idempotent)."""
-        if env.event_type in HIDDEN_TYPES:
+        if env.event_type == "rule.webhook_requested":
+            await self.on_rule_webhook(env)
+            return
+        if is_internal(env.event_type):
             return
         subs = await self.db.subscriptions.find(
             {"tenant_id": env.tenant_id, "active": True, "events": {"$in": [env.event_type, "*"]}}
@@ -245,6 +248,53 @@ class Webhooks:
                 continue
         if subs:
             self._wake.set()
+
+    async def on_rule_webhook(self, env: Envelope) -> None:
+        """An automation rule's ``webhook`` action (``rule.webhook_requested`` from tasks): one
+        delivery of the triggering event to the rule's URL, keyed by the action's idempotency key.
+        Rules carry no secret, so these deliveries are unsigned; retries and isolation (per rule)
+        are the same as for subscriptions."""
+        payload = env.payload
+        url, rule_id = payload.get("url"), payload.get("caused_by_rule")
+        if not isinstance(url, str) or not isinstance(rule_id, str):
+            log.warning("rule webhook without url or rule id dropped", extra={"event_id": env.event_id})
+            return
+        raw_event = payload.get("event")
+        event: dict[str, Any] = raw_event if isinstance(raw_event, dict) else {}
+        key = str(payload.get("action_key") or env.event_id)
+        did = delivery_id(f"rule:{rule_id}", key)
+        body = {
+            "delivery_id": did,
+            "rule_id": rule_id,
+            "event_id": event.get("event_id"),
+            "event_type": event.get("event_type"),
+            "occurred_at": event.get("occurred_at"),
+            "tenant_id": env.tenant_id,
+            "payload": event.get("payload", {}),
+        }
+        now = self.clock.now()
+        try:
+            await self.db.deliveries.insert_one(
+                {
+                    "_id": did,
+                    "seq": new_id(),
+                    "tenant_id": env.tenant_id,
+                    "subscription_id": f"rule:{rule_id}",
+                    "url": url,
+                    "event_id": str(event.get("event_id") or env.event_id),
+                    "event_type": str(event.get("event_type") or env.event_type),
+                    "body": json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str),
+                    "state": "pending",
+                    "attempts": 0,
+                    "created_at": now,
+                    "next_attempt_at": now,
+                    "claimed_until": None,
+                    "log": [],
+                }
+            )
+        except DuplicateKeyError:
+            return
+        self._wake.set()
 
     # ---- delivery worker ----------------------------------------------------------------------
 
@@ -331,22 +381,26 @@ class Webhooks:
 
     async def attempt(self, doc: dict[str, Any]) -> str:
         """One POST of a claimed delivery; records the outcome and returns the new state."""
-        sub = await self.db.subscriptions.find_one(
-            {"_id": doc["subscription_id"], "tenant_id": doc["tenant_id"]}
-        )
+        sub: dict[str, Any] | None
+        if doc.get("url"):  # an automation rule's webhook: no subscription, no secret
+            sub = {"url": doc["url"], "secret": None}
+        else:
+            sub = await self.db.subscriptions.find_one(
+                {"_id": doc["subscription_id"], "tenant_id": doc["tenant_id"]}
+            )
         if not sub or not sub.get("active", True):
             await self.db.deliveries.update_one({"_id": doc["_id"]}, {"$set": {"state": "canceled"}})
             return "canceled"
         body = doc["body"].encode()
-        secret = self.secrets.open(sub["secret"]).get("secret", "")
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "crm-hub-webhooks/1",
-            "X-CRM-Signature": sign(secret, body),
             "X-CRM-Delivery-Id": doc["_id"],
             "X-CRM-Event-Type": doc["event_type"],
             "X-CRM-Event-Id": doc["event_id"],
         }
+        if sub.get("secret"):
+            headers["X-CRM-Signature"] = sign(self.secrets.open(sub["secret"]).get("secret", ""), body)
         client = self._client or httpx.AsyncClient(timeout=self.settings.timeout_s, transport=self.transport)
         started = time.monotonic()
         status: int | None = None

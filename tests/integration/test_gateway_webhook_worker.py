@@ -182,3 +182,45 @@ async def test_delivery_is_failed_when_retries_run_past_max_age(db: Any) -> None
     assert n >= 2
     await asyncio.sleep(0.3)
     assert len(endpoints.to("broken")) == n  # no attempt after failing
+
+
+async def test_rule_webhook_action_is_delivered_once_to_the_rule_url_and_not_to_subscriptions(
+    db: Any,
+) -> None:
+    endpoints = Endpoints()
+    hooks = make(db, endpoints)
+    everything = await hooks.create("A", "u", "http://ok/all", ["*"], "secret-all", None)
+    trigger = envelope("A", "deal.won")
+    command = Envelope(
+        event_id=new_id(),
+        event_type="rule.webhook_requested",
+        occurred_at=datetime.now(UTC),
+        tenant_id="A",
+        producer="tasks",
+        correlation_id="c",
+        payload={
+            "caused_by_rule": "r1",
+            "rule_chain": ["r1"],
+            "action_key": "rule:r1:k:0",
+            "url": "http://ok/rule",
+            "event": {"event_id": trigger.event_id, "event_type": "deal.won", "payload": {"deal_id": "d1"}},
+        },
+    )
+    await hooks.on_event(command)
+    await hooks.on_event(command)
+    hooks.start()
+    try:
+
+        async def delivered() -> bool:
+            return bool(await db.deliveries.count_documents({"state": "delivered"}) == 1)
+
+        await wait_for(delivered, timeout=5)
+    finally:
+        await hooks.stop()
+    assert [c[2].url.path for c in endpoints.calls] == ["/rule"]
+    request = endpoints.calls[0][2]
+    body = json.loads(request.content)
+    assert body["rule_id"] == "r1" and body["payload"] == {"deal_id": "d1"}
+    assert body["event_id"] == trigger.event_id and request.headers["X-CRM-Event-Type"] == "deal.won"
+    assert "X-CRM-Signature" not in request.headers
+    assert (await hooks.deliveries("A", everything["id"]))["items"] == []
