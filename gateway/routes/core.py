@@ -205,6 +205,7 @@ async def me(p: Auth, gw: GW) -> dict[str, Any]:
 
 @router.get("/users/{user_id}", response_model=UserOut, tags=["users"])
 async def get_user(user_id: str, p: Auth, gw: GW) -> dict[str, Any]:
+    """One user of the caller's tenant."""
     return await gw.identity.get_user(p, user_id)
 
 
@@ -237,6 +238,7 @@ async def list_keys(
 
 @router.get("/api-keys/{key_id}", response_model=KeyOut, tags=["users"])
 async def get_key(key_id: str, p: Auth, gw: GW) -> dict[str, Any]:
+    """One API key (never its secret): yours, or any of the tenant as admin."""
     return await gw.identity.get_key(p, key_id)
 
 
@@ -249,11 +251,13 @@ async def revoke_key(key_id: str, p: Auth, gw: GW) -> Response:
 
 @router.get("/settings", response_model=SettingsOut, tags=["settings"])
 async def get_settings(p: Auth, gw: GW) -> dict[str, Any]:
+    """The tenant's settings (admin)."""
     p.require("admin")
     return await gw.identity.tenant_settings(p.tenant_id)
 
 
 @router.patch("/settings", response_model=SettingsOut, tags=["settings"])
 async def patch_settings(body: SettingsPatch, p: Auth, gw: GW) -> dict[str, Any]:
+    """Change tenant settings (admin); services learn them from `tenant.settings_changed`."""
     p.require("admin")
     return await gw.identity.update_settings(p, body.model_dump(exclude_none=True))

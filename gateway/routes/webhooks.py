@@ -153,12 +153,14 @@ async def create_subscription(body: SubscriptionIn, p: Auth, gw: GW) -> dict[str
 
 @router.get("/subscriptions", response_model=SubscriptionPage)
 async def list_subscriptions(p: Auth, gw: GW, limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
+    """The tenant's active subscriptions, oldest first (admin). Secrets are never returned."""
     p.require("admin")
     return await gw.identity.webhooks.list(p.tenant_id, limit, cursor)
 
 
 @router.get("/subscriptions/{subscription_id}", response_model=SubscriptionOut)
 async def get_subscription(subscription_id: str, p: Auth, gw: GW) -> dict[str, Any]:
+    """One subscription (admin)."""
     p.require("admin")
     return await gw.identity.webhooks.get(p.tenant_id, subscription_id)
 
@@ -167,6 +169,8 @@ async def get_subscription(subscription_id: str, p: Auth, gw: GW) -> dict[str, A
 async def patch_subscription(
     subscription_id: str, body: SubscriptionPatch, p: Auth, gw: GW
 ) -> dict[str, Any]:
+    """Change the URL, event types, secret or description (admin). Pending deliveries go to
+    the new URL with the new signature."""
     p.require("admin")
     changes = body.model_dump(exclude_none=True)
     if "url" in changes:
