@@ -22,7 +22,7 @@ from tests.support.hub import Api, HubProcess
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLES = 10
+EXAMPLES = 6
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
