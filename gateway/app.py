@@ -133,7 +133,9 @@ def create_app(
         },
     )
     async def metrics() -> Response:
-        """Request rates and latencies by route, hook acceptance, event lag, webhook attempts."""
+        """Request rates and latencies by route, hook acceptance, event lag, webhook attempts and
+        the webhook backlog (pending deliveries, age of the oldest due one)."""
+        await identity.webhooks.observe_backlog(identity.metrics)
         return Response(identity.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(

@@ -4,7 +4,8 @@
   by route *template* (``/api/v1/contacts/{contact_id}``), never by raw path (ids would explode it).
 - ``crm_hook_requests_total{status}``: acceptance of inbound hooks.
 - ``crm_event_lag_seconds``: from an event's ``occurred_at`` to this gateway seeing it (queue lag).
-- ``crm_webhook_attempts_total{outcome}``, ``crm_sse_streams``.
+- ``crm_webhook_attempts_total{outcome}``, ``crm_webhook_pending``, ``crm_webhook_oldest_due_seconds``,
+  ``crm_sse_streams``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ class Metrics:
             "crm_webhook_attempts", "Outbound webhook attempts", ["outcome"], registry=self.registry
         )
         self.sse_streams = Gauge("crm_sse_streams", "Open SSE streams", registry=self.registry)
+        self.webhook_pending = Gauge(
+            "crm_webhook_pending", "Webhook deliveries not yet delivered or failed", registry=self.registry
+        )
+        self.webhook_lag = Gauge(
+            "crm_webhook_oldest_due_seconds",
+            "How long the oldest due webhook delivery has been waiting (delivery queue lag)",
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

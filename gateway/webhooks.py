@@ -296,6 +296,21 @@ class Webhooks:
             return
         self._wake.set()
 
+    async def observe_backlog(self, metrics: Any) -> None:
+        """Set the backlog gauges: pending deliveries, and the wait of the oldest due one."""
+        now = self.clock.now()
+        metrics.webhook_pending.set(await self.db.deliveries.count_documents({"state": "pending"}))
+        oldest = await self.db.deliveries.find_one(
+            {"state": "pending", "next_attempt_at": {"$lte": now}}, sort=[("next_attempt_at", 1)]
+        )
+        lag = 0.0
+        if oldest:
+            due = oldest["next_attempt_at"]
+            if due.tzinfo is None:
+                due = due.replace(tzinfo=now.tzinfo)
+            lag = max(0.0, (now - due).total_seconds())
+        metrics.webhook_lag.set(lag)
+
     # ---- delivery worker ----------------------------------------------------------------------
 
     def start(self) -> None:

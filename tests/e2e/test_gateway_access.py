@@ -324,6 +324,7 @@ def test_metrics_count_requests_by_route_template(admin: Api, hub: HubProcess) -
     text = httpx.get(hub.url + "/metrics").text
     assert 'crm_http_requests_total{method="GET",route="/api/v1/contacts/{contact_id}",status="200"}' in text
     assert "crm_http_request_seconds_bucket" in text
+    assert "crm_webhook_pending" in text and "crm_event_lag_seconds_count" in text
     assert contact["id"] not in text
 
 

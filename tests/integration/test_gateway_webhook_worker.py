@@ -224,3 +224,19 @@ async def test_rule_webhook_action_is_delivered_once_to_the_rule_url_and_not_to_
     assert body["event_id"] == trigger.event_id and request.headers["X-CRM-Event-Type"] == "deal.won"
     assert "X-CRM-Signature" not in request.headers
     assert (await hooks.deliveries("A", everything["id"]))["items"] == []
+
+
+async def test_backlog_gauges_count_pending_deliveries(db: Any) -> None:
+    from gateway.metrics import Metrics
+
+    hooks = make(db, Endpoints())
+    await hooks.create("A", "u", "http://ok/x", ["*"], "secret-gauge", None)
+    for _ in range(3):
+        await hooks.on_event(envelope("A"))
+    metrics = Metrics()
+    await asyncio.sleep(0.05)
+    await hooks.observe_backlog(metrics)
+    text = metrics.render().decode()
+    assert "crm_webhook_pending 3.0" in text
+    lag = float(text.split("crm_webhook_oldest_due_seconds ")[1].split()[0])
+    assert 0.0 < lag < 5.0
