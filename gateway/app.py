@@ -135,7 +135,10 @@ def create_app(
     async def metrics() -> Response:
         """Request rates and latencies by route, hook acceptance, event lag, webhook attempts and
         the webhook backlog (pending deliveries, age of the oldest due one)."""
-        await identity.webhooks.observe_backlog(identity.metrics)
+        try:
+            await identity.webhooks.observe_backlog(identity.metrics)
+        except Exception:  # the database being down must not take the metrics with it
+            log.warning("webhook backlog not measured", exc_info=True)
         return Response(identity.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(
