@@ -14,11 +14,15 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.audit import AuditMiddleware
 from gateway.deps import Gateway
 from gateway.identity import GatewayService
-from gateway.middleware import BodyLimit, Idempotency, RateLimit
+from gateway.metrics import MetricsMiddleware
+from gateway.middleware import BodyLimit, ContentType, Idempotency, RateLimit
+from gateway.openapi import complete_openapi
 from gateway.routes import ROUTERS
 from shared.bus import RpcClient
 from shared.clock import Clock
@@ -117,7 +121,36 @@ def create_app(
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["ops"])
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    )
+    async def metrics() -> Response:
+        """Request rates and latencies by route, hook acceptance, event lag, webhook attempts and
+        the webhook backlog (pending deliveries, age of the oldest due one)."""
+        try:
+            await identity.webhooks.observe_backlog(identity.metrics)
+        except Exception:  # the database being down must not take the metrics with it
+            log.warning("webhook backlog not measured", exc_info=True)
+        return Response(identity.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(
+        "/ready",
+        tags=["ops"],
+        responses={
+            503: {
+                "description": "Something is missing",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    )
     async def ready() -> JSONResponse:
         state = await hub.readiness()
         if not rpc._conn:
@@ -135,9 +168,13 @@ def create_app(
         _proxy_hooks(app, settings)
     _document_hooks(app)
 
+    # Outermost last: metrics see everything; the audit log sees only requests that really ran.
+    app.add_middleware(AuditMiddleware, collection=lambda: identity.db.audit, clock=hub.runtime.clock)
     app.add_middleware(Idempotency, collection=lambda: identity.db.idempotency, clock=hub.runtime.clock)
+    app.add_middleware(ContentType)
     app.add_middleware(RateLimit, rate=settings.rate_limit, burst=settings.burst)
     app.add_middleware(BodyLimit, max_body=settings.max_body)
+    app.add_middleware(MetricsMiddleware, metrics=lambda: identity.metrics)
     return app
 
 
@@ -205,7 +242,7 @@ def _document_hooks(app: FastAPI) -> None:
             "get": {**op, "operationId": "hook_get"},
             "post": {**op, "operationId": "hook_post"},
         }
-        app.openapi_schema = schema
+        app.openapi_schema = complete_openapi(schema)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -26,14 +26,17 @@ class Gateway:
 
 
 def get_gateway(request: Request) -> Gateway:
-    return request.app.state.gateway  # type: ignore[no-any-return]
+    return request.app.state.gateway  # type: ignore[no-any-return,unused-ignore]
 
 
 GW = Annotated[Gateway, Depends(get_gateway)]
 
 
 async def get_principal(request: Request, gw: GW) -> Principal:
-    return await gw.identity.authenticate(request.headers.get("authorization"))
+    """The caller, from ``Authorization: Bearer <api key>``; kept on the request for the audit log."""
+    principal = await gw.identity.authenticate(request.headers.get("authorization"))
+    request.state.principal = principal
+    return principal
 
 
 Auth = Annotated[Principal, Depends(get_principal)]

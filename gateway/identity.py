@@ -8,19 +8,28 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from faststream import AckPolicy
+from faststream.rabbit import RabbitQueue
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pymongo import IndexModel
 
+from gateway.live import LiveFeed
+from gateway.metrics import Metrics
+from gateway.webhooks import Webhooks, WebhookSettings
+from shared.bus import subscribe_event
 from shared.clock import new_id
-from shared.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
-from shared.events import TenantSettingsChanged, UserChanged
+from shared.errors import Forbidden, NotFound, Unauthorized, ValidationFailed, problem_from_pydantic
+from shared.events import Envelope, TenantSettingsChanged, UserChanged
 from shared.mongo import UnitOfWork
 from shared.normalize import normalize_email
+from shared.pagination import DEFAULT_LIMIT, decode_cursor, page
 from shared.service import Service
 
 Role = Literal["admin", "manager", "viewer"]
@@ -70,6 +79,18 @@ class Principal:
     role: str
     name: str
     settings: dict[str, Any] = field(default_factory=dict)
+    key_id: str | None = None
+
+    def may_see(self, payload: dict[str, Any]) -> bool:
+        """Whether an event about a record with this payload is within the caller's visibility:
+        admins (and everyone when ``managers_see_all``) see all; others what they own or what
+        nobody owns (``owner_id`` / ``assignee_id`` when the payload carries them)."""
+        if self.role == "admin" or self.settings.get("managers_see_all"):
+            return True
+        for key in ("owner_id", "assignee_id"):
+            if key in payload and payload[key] not in (None, self.user_id):
+                return False
+        return True
 
     def ctx(self) -> dict[str, Any]:
         """What services receive with every call: who asks, and the tenant's settings."""
@@ -109,6 +130,12 @@ class GatewayService(Service):
             ),
         ],
         "api_keys": [IndexModel([("tenant_id", 1), ("user_id", 1)])],
+        "audit": [IndexModel([("tenant_id", 1), ("record_id", 1), ("_id", -1)])],
+        "subscriptions": [IndexModel([("tenant_id", 1), ("_id", 1)])],
+        "deliveries": [
+            IndexModel([("tenant_id", 1), ("subscription_id", 1), ("_id", -1)]),
+            IndexModel([("state", 1), ("next_attempt_at", 1)]),
+        ],
         "idempotency": [
             IndexModel([("expires_at", 1)], expireAfterSeconds=0),
         ],
@@ -116,6 +143,38 @@ class GatewayService(Service):
 
     def setup(self) -> None:
         self._cache: dict[str, tuple[float, Principal]] = {}
+        self.metrics = Metrics()
+        self.live = LiveFeed()
+        self.webhooks = Webhooks(
+            self.db, self.rt.secrets, self.clock, WebhookSettings(), observe=self.metrics.webhook_outcome
+        )
+        topology = self.rt.topology
+        # Live stream: this process's own queue on every event (gone when the process is).
+        live_queue = RabbitQueue(
+            f"{topology.ns}.gateway-live.{uuid.uuid4().hex[:12]}",
+            exclusive=True,
+            auto_delete=True,
+            routing_key="#",
+        )
+        self.router.subscriber(
+            live_queue, topology.events, ack_policy=AckPolicy.ACK_FIRST, title="gateway:live"
+        )(self._on_live)
+        # Outbound webhooks: a durable queue, so events are not lost while the gateway is down.
+        subscribe_event(self.router, topology, "gateway-webhooks", "#", self.webhooks.on_event)
+
+    async def _on_live(self, body: Any) -> None:
+        try:
+            env = Envelope.model_validate(body if isinstance(body, dict) else json.loads(body))
+        except (ValueError, TypeError):
+            return
+        self.metrics.observe_event(env.occurred_at, self.clock)
+        self.live.publish(env)
+
+    async def on_start(self) -> None:
+        self.webhooks.start()
+
+    async def on_stop(self) -> None:
+        await self.webhooks.stop()
 
     # ---- tenants ----------------------------------------------------------------------------
 
@@ -176,7 +235,10 @@ class GatewayService(Service):
     async def update_settings(self, p: Principal, changes: dict[str, Any]) -> dict[str, Any]:
         p.require("admin")
         current = await self.tenant_settings(p.tenant_id)
-        merged = TenantSettings.model_validate({**current, **changes}).model_dump()
+        try:
+            merged = TenantSettings.model_validate({**current, **changes}).model_dump()
+        except ValidationError as exc:
+            raise problem_from_pydantic(exc) from exc
 
         async def unit(uow: UnitOfWork) -> None:
             await uow.db.tenants.update_one(
@@ -238,9 +300,133 @@ class GatewayService(Service):
         await self.store.atomic(unit)
         return {"user_id": user_id, "api_key": key, "name": name.strip(), "email": norm, "role": role}
 
-    async def list_users(self, p: Principal) -> list[dict[str, Any]]:
-        cursor = self.db.users.find({"tenant_id": p.tenant_id}).sort("_id", 1)
-        return [self.user_view(u) for u in await cursor.to_list(length=10_000)]
+    async def list_users(
+        self, p: Principal, limit: int = DEFAULT_LIMIT, cursor: str | None = None, role: str | None = None
+    ) -> dict[str, Any]:
+        """The tenant's users, oldest first (``_id`` order), a page at a time."""
+        flt: dict[str, Any] = {"tenant_id": p.tenant_id}
+        if role:
+            flt["role"] = role
+        after = decode_cursor(cursor)
+        if after:
+            flt["_id"] = {"$gt": str(after[0])}
+        docs = await self.db.users.find(flt).sort("_id", 1).limit(limit + 1).to_list(length=limit + 1)
+        return page([self.user_view(u) for u in docs], limit, lambda u: [u["id"]])
+
+    async def update_user(self, p: Principal, user_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change a user's name, role or active flag (admin). An admin may not demote or
+        deactivate itself, so a tenant never locks itself out by accident."""
+        p.require("admin")
+        doc = await self.db.users.find_one({"tenant_id": p.tenant_id, "_id": user_id})
+        if not doc:
+            raise NotFound("user")
+        if "role" in changes and changes["role"] not in ROLES:
+            raise ValidationFailed({"role": "must be one of admin, manager, viewer"})
+        if user_id == p.user_id and (
+            changes.get("active") is False or changes.get("role", "admin") != "admin"
+        ):
+            raise ValidationFailed({"role": "an admin may not demote or deactivate itself"})
+        if "name" in changes:
+            changes["name"] = str(changes["name"]).strip()
+            if not changes["name"]:
+                raise ValidationFailed({"name": "must not be empty"})
+        merged = {**doc, **changes}
+
+        async def unit(uow: UnitOfWork) -> None:
+            if changes:
+                await uow.db.users.update_one(
+                    {"tenant_id": p.tenant_id, "_id": user_id}, {"$set": changes}, session=uow.session
+                )
+            uow.emit(
+                "user.changed",
+                p.tenant_id,
+                UserChanged(
+                    user_id=user_id,
+                    name=merged.get("name"),
+                    role=merged["role"],
+                    active=merged.get("active", True),
+                ),
+            )
+
+        await self.store.atomic(unit)
+        self._cache.clear()
+        return self.user_view(merged)
+
+    # ---- API keys ---------------------------------------------------------------------------
+
+    @staticmethod
+    def key_view(doc: dict[str, Any]) -> dict[str, Any]:
+        """A key as clients may see it: never the secret nor its hash."""
+        return {
+            "id": doc["_id"],
+            "user_id": doc["user_id"],
+            "name": doc.get("name"),
+            "prefix": f"crm_{doc['_id']}_",
+            "created_at": doc.get("created_at"),
+            "last_used_at": doc.get("last_used_at"),
+            "revoked_at": doc.get("revoked_at"),
+            "active": not doc.get("revoked_at"),
+        }
+
+    async def create_key(self, p: Principal, user_id: str | None, name: str | None) -> dict[str, Any]:
+        """A new key for ``user_id`` (admin) or for the caller (anyone). The secret is shown once."""
+        target = user_id or p.user_id
+        if target != p.user_id:
+            p.require("admin")
+        user = await self.db.users.find_one({"tenant_id": p.tenant_id, "_id": target})
+        if not user:
+            raise NotFound("user")
+        key_id, key, digest = _new_key()
+        doc = {
+            "_id": key_id,
+            "tenant_id": p.tenant_id,
+            "user_id": target,
+            "name": name,
+            "hash": digest,
+            "created_at": self.clock.now(),
+            "revoked_at": None,
+            "last_used_at": None,
+        }
+        await self.db.api_keys.insert_one(doc)
+        return {**self.key_view(doc), "api_key": key}
+
+    def _key_scope(self, p: Principal) -> dict[str, Any]:
+        """Admins manage every key of the tenant; others only their own."""
+        flt: dict[str, Any] = {"tenant_id": p.tenant_id}
+        if p.role != "admin":
+            flt["user_id"] = p.user_id
+        return flt
+
+    async def list_keys(
+        self, p: Principal, user_id: str | None, limit: int = DEFAULT_LIMIT, cursor: str | None = None
+    ) -> dict[str, Any]:
+        flt = self._key_scope(p)
+        if user_id:
+            if p.role != "admin" and user_id != p.user_id:
+                return {"items": [], "next_cursor": None}
+            flt["user_id"] = user_id
+        after = decode_cursor(cursor)
+        if after:
+            flt["_id"] = {"$gt": str(after[0])}
+        docs = await self.db.api_keys.find(flt).sort("_id", 1).limit(limit + 1).to_list(length=limit + 1)
+        return page([self.key_view(d) for d in docs], limit, lambda k: [k["id"]])
+
+    async def get_key(self, p: Principal, key_id: str) -> dict[str, Any]:
+        doc = await self.db.api_keys.find_one({**self._key_scope(p), "_id": key_id})
+        if not doc:
+            raise NotFound("API key")
+        return self.key_view(doc)
+
+    async def revoke_key(self, p: Principal, key_id: str) -> dict[str, Any]:
+        """Revoke a key (idempotent). Takes effect at once in this process."""
+        doc = await self.db.api_keys.find_one({**self._key_scope(p), "_id": key_id})
+        if not doc:
+            raise NotFound("API key")
+        if not doc.get("revoked_at"):
+            doc["revoked_at"] = self.clock.now()
+            await self.db.api_keys.update_one({"_id": key_id}, {"$set": {"revoked_at": doc["revoked_at"]}})
+        self._cache.clear()
+        return self.key_view(doc)
 
     async def get_user(self, p: Principal, user_id: str) -> dict[str, Any]:
         doc = await self.db.users.find_one({"tenant_id": p.tenant_id, "_id": user_id})
@@ -290,7 +476,11 @@ class GatewayService(Service):
         if not user or not user.get("active", True):
             raise Unauthorized("The API key is not valid.")
         settings = await self.tenant_settings(doc["tenant_id"])
-        principal = Principal(doc["tenant_id"], user["_id"], user["role"], user.get("name", ""), settings)
+        principal = Principal(
+            doc["tenant_id"], user["_id"], user["role"], user.get("name", ""), settings, key_id=parts[1]
+        )
+        if len(self._cache) > 10_000:
+            self._cache.clear()
         self._cache[key] = (time.monotonic() + 5.0, principal)
         await self.db.api_keys.update_one({"_id": parts[1]}, {"$set": {"last_used_at": self.clock.now()}})
         return principal

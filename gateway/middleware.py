@@ -178,9 +178,9 @@ class Idempotency:
                 )
                 return
             if doc and doc.get("state") == "done":
-                headers = [(k.encode(), v.encode()) for k, v in doc["headers"]]
-                headers.append((b"idempotent-replayed", b"true"))
-                await send({"type": "http.response.start", "status": doc["status"], "headers": headers})
+                replayed = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in doc["headers"]]
+                replayed.append((b"idempotent-replayed", b"true"))
+                await send({"type": "http.response.start", "status": doc["status"], "headers": replayed})
                 await send({"type": "http.response.body", "body": doc["body"]})
                 return
             await send_problem(send, Conflict("A request with this Idempotency-Key is still in progress."))
@@ -198,19 +198,15 @@ class Idempotency:
         status = 500
         headers: list[tuple[str, str]] = []
         chunks: list[bytes] = []
+        settled = False
 
-        async def capture(message: Message) -> None:
-            nonlocal status, headers
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = [(k.decode(), v.decode("latin-1")) for k, v in message.get("headers", [])]
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, replay, capture)
-        finally:
+        async def settle() -> None:
+            """Remember the answer (or forget the key after a failure) before the client can see
+            the end of it, so an immediate retry already finds it."""
+            nonlocal settled
+            if settled:
+                return
+            settled = True
             if status < 500:
                 await coll.update_one(
                     {"_id": doc_id},
@@ -225,6 +221,70 @@ class Idempotency:
                 )
             else:  # a failure is not remembered: the client may retry with the same key
                 await coll.delete_one({"_id": doc_id})
+
+        async def capture(message: Message) -> None:
+            nonlocal status, headers
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k.decode(), v.decode("latin-1")) for k, v in message.get("headers", [])]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    await settle()
+            await send(message)
+
+        try:
+            await self.app(scope, replay, capture)
+        finally:
+            if not settled:
+                status = 500
+                await settle()
+
+
+class ContentType:
+    """415 for an API write whose body is not JSON (hooks have their own rules).
+
+    ``allowed`` are further media types some routes accept (uploads)."""
+
+    def __init__(
+        self, app: ASGIApp, allowed: tuple[str, ...] = ("multipart/form-data",), prefix: str = "/api/"
+    ) -> None:
+        self.app = app
+        self.allowed = allowed
+        self.prefix = prefix
+
+    @staticmethod
+    def has_body(scope: Scope) -> bool:
+        length = _header(scope, b"content-length")
+        if length is not None:
+            return length.strip() not in ("", "0")
+        return _header(scope, b"transfer-encoding") is not None
+
+    def acceptable(self, content_type: str | None) -> bool:
+        if not content_type:
+            return False
+        media = content_type.split(";", 1)[0].strip().lower()
+        return media == "application/json" or media.endswith("+json") or media in self.allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] in ("POST", "PUT", "PATCH")
+            and scope["path"].startswith(self.prefix)
+            and self.has_body(scope)
+            and not self.acceptable(_header(scope, b"content-type"))
+        ):
+            await send_problem(
+                send,
+                AppError(
+                    "Send the body as JSON with `Content-Type: application/json`.",
+                    status=415,
+                    code="unsupported_media_type",
+                    title="Unsupported media type",
+                ),
+            )
+            return
+        await self.app(scope, receive, send)
 
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]

@@ -1,0 +1,124 @@
+"""Live events for ``GET /api/v1/events/stream`` (Server-Sent Events).
+
+Each gateway process binds its own exclusive, auto-delete queue to every routing key (``#``) of the
+events exchange and keeps, per tenant, a ring buffer of the latest events plus the queues of the
+streams that are open. The SSE ``id`` of an event is its ``event_id``, the same in every process, so a
+client that reconnects (to this or another gateway) with ``Last-Event-ID`` gets what it missed, as
+long as it is still in the buffer; when the id is no longer known the whole buffer is sent again
+(at-least-once: clients dedupe on the id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from shared.events import Envelope
+
+HIDDEN_TYPES = frozenset({"interaction.captured"})
+"""Internal hand-offs (raw, not yet matched to a contact) are not part of the public stream."""
+HIDDEN_PREFIXES = ("rule.",)
+"""Commands of automation rules to other services: internal too."""
+
+
+def is_internal(event_type: str) -> bool:
+    return event_type in HIDDEN_TYPES or event_type.startswith(HIDDEN_PREFIXES)
+
+
+def public_event(env: Envelope) -> dict[str, Any]:
+    """What clients receive for one event (the SSE ``data`` and the webhook body's core)."""
+    return {
+        "event_id": env.event_id,
+        "event_type": env.event_type,
+        "version": env.version,
+        "occurred_at": env.occurred_at.isoformat(),
+        "tenant_id": env.tenant_id,
+        "payload": env.payload,
+    }
+
+
+def sse_frame(event: dict[str, Any]) -> bytes:
+    data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    return f"id: {event['event_id']}\nevent: {event['event_type']}\ndata: {data}\n\n".encode()
+
+
+class LiveFeed:
+    """Per-tenant ring buffers and listeners, in one process's memory."""
+
+    def __init__(self, buffer_size: int = 1000, listener_queue: int = 1000) -> None:
+        self.buffer_size = buffer_size
+        self.listener_queue = listener_queue
+        self._buffers: dict[str, deque[dict[str, Any]]] = {}
+        self._listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
+
+    def publish(self, env: Envelope) -> None:
+        if is_internal(env.event_type):
+            return
+        event = public_event(env)
+        buf = self._buffers.setdefault(env.tenant_id, deque(maxlen=self.buffer_size))
+        if any(e["event_id"] == env.event_id for e in buf):
+            return  # a redelivery
+        buf.append(event)
+        for queue in list(self._listeners.get(env.tenant_id, ())):
+            if queue.full():  # a stalled reader loses its oldest, never blocks the feed
+                queue.get_nowait()
+            queue.put_nowait(event)
+
+    def backlog(self, tenant_id: str, last_event_id: str | None) -> list[dict[str, Any]]:
+        """Buffered events after ``last_event_id`` (all of them when the id is unknown)."""
+        if not last_event_id:
+            return []
+        events = list(self._buffers.get(tenant_id, ()))
+        for i, event in enumerate(events):
+            if event["event_id"] == last_event_id:
+                return events[i + 1 :]
+        return events
+
+    def listen(self, tenant_id: str) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=self.listener_queue)
+        self._listeners.setdefault(tenant_id, set()).add(queue)
+        return queue
+
+    def unlisten(self, tenant_id: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        listeners = self._listeners.get(tenant_id)
+        if listeners is not None:
+            listeners.discard(queue)
+            if not listeners:
+                del self._listeners[tenant_id]
+
+    def listeners(self) -> int:
+        return sum(len(v) for v in self._listeners.values())
+
+    async def stream(
+        self,
+        tenant_id: str,
+        visible: Callable[[str, dict[str, Any]], bool],
+        last_event_id: str | None,
+        heartbeat_s: float = 15.0,
+    ) -> AsyncIterator[bytes]:
+        """SSE bytes: a retry hint, the backlog after ``last_event_id``, then live events, with a
+        comment line as heartbeat when nothing happened for ``heartbeat_s``."""
+        queue = self.listen(tenant_id)  # listen first, then read the backlog: no gap
+        try:
+            yield b"retry: 3000\n\n"
+            sent: set[str] = set()
+            for event in self.backlog(tenant_id, last_event_id):
+                sent.add(event["event_id"])
+                if visible(event["event_type"], event["payload"]):
+                    yield sse_frame(event)
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), heartbeat_s)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                if event["event_id"] in sent:
+                    sent.discard(event["event_id"])
+                    continue
+                if visible(event["event_type"], event["payload"]):
+                    yield sse_frame(event)
+        finally:
+            self.unlisten(tenant_id, queue)
