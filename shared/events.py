@@ -177,3 +177,39 @@ PAYLOADS: dict[tuple[str, int], type[BaseModel]] = {
     ("tenant.settings_changed", 1): TenantSettingsChanged,
     ("user.changed", 1): UserChanged,
 }
+
+
+# ---- contacts ----
+
+
+class InboxItemAccepted(Payload):
+    """contacts → deals: an inbox item became a contact; deals opens a deal when a pipeline applies
+    (``pipeline_id``, else the tenant's default pipeline). Deal idempotency key ``inbox:<item_id>``."""
+
+    item_id: str
+    contact_id: str
+    pipeline_id: str | None = None
+    owner_id: str | None = None
+    title: str
+
+
+class InboxItemLinked(Payload):
+    item_id: str
+    contact_id: str
+
+
+class InboxItemRejected(Payload):
+    """Spam: kept for audit, never on a card."""
+
+    item_id: str
+    channel_id: str | None = None
+    kind: str | None = None
+
+
+PAYLOADS.update(
+    {
+        ("inbox.item_accepted", 1): InboxItemAccepted,
+        ("inbox.item_linked", 1): InboxItemLinked,
+        ("inbox.item_rejected", 1): InboxItemRejected,
+    }
+)

@@ -12,7 +12,7 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
-from services.contacts.model import search_words, source_of
+from services.contacts.model import name_key, search_words, source_of
 from shared.clock import as_utc, new_id
 from shared.events import (
     ContactCreated,
@@ -126,6 +126,18 @@ async def capture(uow: UnitOfWork, env: Envelope) -> None:
         await _record(uow, env, ic, key, contact, new_contact=False)
         return
 
+    if ic.subject_key:  # a later event of a call already on a card (its sender may be unknown)
+        known = await uow.db.timeline.find_one(
+            {"tenant_id": tenant, "subject_key": ic.subject_key}, {"contact_id": 1}, session=uow.session
+        )
+        if known is not None:
+            owner = await uow.db.contacts.find_one(
+                {"_id": known["contact_id"], "tenant_id": tenant, "state": "active"}, session=uow.session
+            )
+            if owner is not None:
+                await _record(uow, env, ic, key, owner, new_contact=False)
+                return
+
     if ic.intake == "inbox":
         await _open_inbox_item(uow, env, ic, key)
         return
@@ -185,22 +197,50 @@ async def create_contact_doc(
         "source": source,
         "state": "active",
         "search": search_words(name, phones, emails),
+        "name_key": name_key(name),
         "created_at": now,
         "updated_at": now,
         "last_activity_at": now,
         **(extra or {}),
     }
     if claim_identities and (phones or emails):
+        await claim_identities_for(uow, tenant, contact["_id"], phones, emails)
+    await uow.db.contacts.insert_one(contact, session=uow.session)
+    return contact
+
+
+async def claim_identities_for(
+    uow: UnitOfWork, tenant: str, contact_id: str, phones: list[str], emails: list[str]
+) -> None:
+    """Claim phones/emails for ``contact_id``. A claim whose contact no longer holds that identity
+    (edited, merged away, erased) is taken over; a live claim means another capture won the race."""
+    wanted = {f"{tenant}:p:{p}": ("phones", p) for p in phones}
+    wanted.update({f"{tenant}:e:{e}": ("emails", e) for e in emails})
+    claims = await uow.db.identities.find({"_id": {"$in": list(wanted)}}, session=uow.session).to_list(
+        length=len(wanted)
+    )
+    for claim in claims:
+        field, value = wanted[claim["_id"]]
+        if claim["contact_id"] == contact_id:
+            continue
+        holder = await uow.db.contacts.find_one(
+            {"_id": claim["contact_id"], "tenant_id": tenant, "state": "active", field: value},
+            {"_id": 1},
+            session=uow.session,
+        )
+        if holder is not None:
+            raise IdentityRace()
+        await uow.db.identities.update_one(
+            {"_id": claim["_id"]}, {"$set": {"contact_id": contact_id}}, session=uow.session
+        )
+    fresh = [i for i in wanted if i not in {c["_id"] for c in claims}]
+    if fresh:
         try:
             await uow.db.identities.insert_many(
-                [{"_id": f"{tenant}:p:{p}", "contact_id": contact["_id"]} for p in phones]
-                + [{"_id": f"{tenant}:e:{e}", "contact_id": contact["_id"]} for e in emails],
-                session=uow.session,
+                [{"_id": i, "contact_id": contact_id} for i in fresh], session=uow.session
             )
         except DuplicateKeyError as exc:
             raise IdentityRace() from exc
-    await uow.db.contacts.insert_one(contact, session=uow.session)
-    return contact
 
 
 class IdentityRace(Exception):

@@ -1,0 +1,233 @@
+"""CSV import and export of contacts: the format, without I/O.
+
+Import: a header row names the columns (case-insensitive): ``name``, ``phone``/``phones``,
+``email``/``emails``, ``owner_id``, ``tags``, ``company_id`` and ``custom.<key>``. Several phones,
+emails or tags in one cell are separated by ``;`` or ``,``. Other columns are ignored.
+The gateway streams the body and hands records over in batches (``split_records``), so a file of
+any length is never held in memory at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.contacts.model import normalize_identities
+from shared.normalize import clean_text
+
+COLUMN_ALIASES = {
+    "name": "name",
+    "fio": "name",
+    "full_name": "name",
+    "phone": "phones",
+    "phones": "phones",
+    "tel": "phones",
+    "email": "emails",
+    "emails": "emails",
+    "mail": "emails",
+    "owner_id": "owner_id",
+    "tags": "tags",
+    "company_id": "company_id",
+}
+EXPORT_COLUMNS = (
+    "id",
+    "name",
+    "phones",
+    "emails",
+    "company_id",
+    "owner_id",
+    "tags",
+    "source_kind",
+    "source_channel_id",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_content",
+    "utm_term",
+    "created_at",
+)
+_SPLIT = re.compile(r"[;,]")
+_FORMULA = ("=", "@", "\t", "\r")
+
+
+@dataclass
+class Row:
+    """One parsed row: what it says, ready for deduplication."""
+
+    line: int
+    name: str | None
+    phones: list[str]
+    emails: list[str]
+    owner_id: str | None
+    tags: list[str]
+    company_id: str | None
+    custom: dict[str, Any] = field(default_factory=dict)
+
+
+class RowError(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_header(text: str) -> list[str]:
+    """Column names of the header record (canonical names; unknown ones as ``""``)."""
+    cells = next(csv.reader(io.StringIO(text)), [])
+    out: list[str] = []
+    for cell in cells:
+        name = cell.strip().lstrip("\ufeff").strip().lower()
+        if name.startswith("custom."):
+            out.append("custom." + name[len("custom.") :])
+        else:
+            out.append(COLUMN_ALIASES.get(name, ""))
+    return out
+
+
+def header_problem(columns: list[str]) -> str | None:
+    if not any(c in ("name", "phones", "emails") for c in columns):
+        return "the header must name at least one of the columns name, phone, email"
+    return None
+
+
+def _cells(value: str) -> list[str]:
+    return [v.strip() for v in _SPLIT.split(value or "") if v.strip()]
+
+
+def parse_row(columns: list[str], line: int, text: str, region: str) -> Row:
+    """A record to a :class:`Row`; raises :class:`RowError` with the reason when it is unusable."""
+    try:
+        cells = next(csv.reader(io.StringIO(text)), [])
+    except csv.Error as exc:
+        raise RowError(f"malformed CSV: {exc}") from exc
+    if len(cells) > len(columns):
+        raise RowError(f"{len(cells)} cells but the header has {len(columns)} columns")
+    values: dict[str, str] = {}
+    for col, cell in zip(columns, cells, strict=False):
+        if col:
+            values[col] = cell
+    phones, emails, errors = normalize_identities(
+        _cells(values.get("phones", "")), _cells(values.get("emails", "")), region
+    )
+    if errors:
+        first = sorted(errors)[0]
+        what = "phone" if first.startswith("phones") else "email"
+        raise RowError(f"{what}: {errors[first]}")
+    name = clean_text(values.get("name"), 300) or None
+    if not (name or phones or emails):
+        raise RowError("a name, a phone or an email is required")
+    custom = {k[len("custom.") :]: v for k, v in values.items() if k.startswith("custom.") and v.strip()}
+    return Row(
+        line=line,
+        name=name,
+        phones=phones,
+        emails=emails,
+        owner_id=(values.get("owner_id") or "").strip() or None,
+        tags=[clean_text(t, 100) or "" for t in _cells(values.get("tags", ""))],
+        company_id=(values.get("company_id") or "").strip() or None,
+        custom=custom,
+    )
+
+
+async def split_records(
+    chunks: AsyncIterator[bytes], encoding: str | None = None
+) -> AsyncIterator[tuple[int, str]]:
+    """``(first line number, record text)`` for each CSV record of a byte stream, in order.
+
+    A record ends at a line break outside quotes, so quoted cells may hold line breaks. The text
+    is decoded incrementally: UTF-8 (with or without BOM), else Windows-1251 when the first bytes
+    are not UTF-8. Blank lines are skipped.
+    """
+    import codecs
+
+    decoder: codecs.IncrementalDecoder | None = None
+    if encoding:
+        decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    pending = ""
+    record = ""
+    start = 1
+    line_no = 0
+    quotes = 0
+
+    def lines(text: str) -> Iterator[str]:
+        nonlocal pending
+        buf = pending + text
+        parts = buf.splitlines(keepends=True)
+        pending = parts.pop() if parts and not parts[-1].endswith(("\n", "\r")) else ""
+        yield from parts
+
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        if decoder is None:
+            try:
+                chunk[:4096].decode("utf-8")
+                decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
+            except UnicodeDecodeError as exc:
+                # a multi-byte character cut at 4096 is still UTF-8
+                cut = exc.start >= 4093 and len(chunk) > 4096
+                name = "utf-8-sig" if cut else "cp1251"
+                decoder = codecs.getincrementaldecoder(name)(errors="replace")
+        for ln in lines(decoder.decode(chunk)):
+            line_no += 1
+            if not record:
+                start = line_no
+            record += ln
+            quotes += ln.count('"')
+            if quotes % 2 == 0:
+                if record.strip():
+                    yield start, record
+                record, quotes = "", 0
+    tail = (decoder.decode(b"", final=True) if decoder else "") + pending
+    pending = ""
+    if tail:
+        line_no += 1
+        if not record:
+            start = line_no
+        record += tail
+    if record.strip():
+        yield start, record
+
+
+def safe_cell(value: Any) -> str:
+    """A cell that a spreadsheet will not run as a formula."""
+    text = "" if value is None else str(value)
+    if text.startswith(_FORMULA) or (text.startswith(("+", "-")) and not re.fullmatch(r"[+\-\d ;]+", text)):
+        return "'" + text
+    return text
+
+
+def export_header(custom_keys: list[str]) -> list[str]:
+    return [*EXPORT_COLUMNS, *(f"custom.{k}" for k in custom_keys)]
+
+
+def export_row(contact: dict[str, Any], custom_keys: list[str]) -> list[str]:
+    """One contact (its API view) as CSV cells in the order of :func:`export_header`."""
+    source = contact.get("source") or {}
+    base: list[Any] = [
+        contact["id"],
+        contact.get("name"),
+        ";".join(contact.get("phones") or []),
+        ";".join(contact.get("emails") or []),
+        contact.get("company_id"),
+        contact.get("owner_id"),
+        ";".join(contact.get("tags") or []),
+        source.get("kind"),
+        source.get("channel_id"),
+        *(source.get(k) for k in ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")),
+        contact.get("created_at"),
+    ]
+    custom = contact.get("custom") or {}
+    for key in custom_keys:
+        value = custom.get(key)
+        base.append(";".join(map(str, value)) if isinstance(value, list) else value)
+    return [safe_cell(v) for v in base]
+
+
+def to_csv_line(cells: list[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerow(cells)
+    return buf.getvalue()
