@@ -97,12 +97,15 @@ def _cells(value: str) -> list[str]:
     return [v.strip() for v in _SPLIT.split(value or "") if v.strip()]
 
 
-def parse_row(columns: list[str], line: int, text: str, region: str) -> Row:
-    """A record to a :class:`Row`; raises :class:`RowError` with the reason when it is unusable."""
+def parse_row(columns: list[str], line: int, text: str, region: str) -> Row | None:
+    """A record to a :class:`Row` (``None`` for a row of empty cells); raises :class:`RowError`
+    with the reason when it is unusable."""
     try:
         cells = next(csv.reader(io.StringIO(text)), [])
     except csv.Error as exc:
         raise RowError(f"malformed CSV: {exc}") from exc
+    if not any(c.strip() for c in cells):
+        return None
     if len(cells) > len(columns):
         raise RowError(f"{len(cells)} cells but the header has {len(columns)} columns")
     values: dict[str, str] = {}

@@ -721,6 +721,8 @@ class ContactsService(Service):
             except csvio.RowError as exc:
                 failed.append({"line": int(line), "reason": exc.reason})
                 continue
+            if row is None:
+                continue
             errors: dict[str, str] = {}
             row.owner_id = self._owner_for(ctx, row.owner_id, errors)
             custom, custom_errors = validate_custom(fields, row.custom, region=region, partial=True)
