@@ -25,6 +25,12 @@ from shared.mongo import UnitOfWork
 
 FINAL_CALL = ("answered", "missed", "busy", "failed")
 
+# Index hints for every read of the capture path: the plan never depends on the planner's mood
+# (the local MongoDB-protocol server scans when a filter has fields beyond the index's).
+BY_ID = [("_id", 1)]
+BY_PHONE = [("tenant_id", 1), ("phones", 1)]
+BY_EMAIL = [("tenant_id", 1), ("emails", 1)]
+
 
 def merge_data(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """Fold a later-or-earlier event of the same subject into the item's data."""
@@ -45,17 +51,17 @@ async def find_candidates(
     uow: UnitOfWork, tenant_id: str, phones: list[str], emails: list[str]
 ) -> list[dict[str, Any]]:
     """Contacts sharing a phone or an email, most recently active first (index-backed lookups)."""
-    ors: list[dict[str, Any]] = []
+    ors: list[tuple[dict[str, Any], list[tuple[str, int]]]] = []
     if phones:
-        ors.append({"phones": {"$in": phones}})
+        ors.append(({"phones": {"$in": phones}}, BY_PHONE))
     if emails:
-        ors.append({"emails": {"$in": emails}})
+        ors.append(({"emails": {"$in": emails}}, BY_EMAIL))
     if not ors:
         return []
     found: dict[str, dict[str, Any]] = {}
-    for clause in ors:  # one indexed query per identity kind
+    for clause, hint in ors:  # one indexed query per identity kind
         cursor = uow.db.contacts.find(
-            {"tenant_id": tenant_id, "state": "active", **clause}, session=uow.session
+            {"tenant_id": tenant_id, "state": "active", **clause}, session=uow.session, hint=hint
         ).limit(20)
         for doc in await cursor.to_list(length=20):
             found[doc["_id"]] = doc
@@ -85,7 +91,7 @@ async def upsert_timeline_item(
             "$set": {"occurred_at": occurred, "data": data, "summary": summary, "updated_at": uow.now},
             "$addToSet": {"event_keys": key},
         }
-        await uow.db.timeline.update_one({"_id": existing["_id"]}, update, session=uow.session)
+        await uow.db.timeline.update_one({"_id": existing["_id"]}, update, session=uow.session, hint=BY_ID)
         existing.update(occurred_at=occurred, data=data, summary=summary)
         return existing, True, False
     item = {
@@ -122,6 +128,7 @@ async def capture(uow: UnitOfWork, env: Envelope) -> None:
                 {"$setOnInsert": {"_id": new_id(), "created_at": uow.now, "reason": "shared identity"}},
                 upsert=True,
                 session=uow.session,
+                hint=[("tenant_id", 1), ("ids", 1)],
             )
         await _record(uow, env, ic, key, contact, new_contact=False)
         return
@@ -132,7 +139,9 @@ async def capture(uow: UnitOfWork, env: Envelope) -> None:
         )
         if known is not None:
             owner = await uow.db.contacts.find_one(
-                {"_id": known["contact_id"], "tenant_id": tenant, "state": "active"}, session=uow.session
+                {"_id": known["contact_id"], "tenant_id": tenant, "state": "active"},
+                session=uow.session,
+                hint=BY_ID,
             )
             if owner is not None:
                 await _record(uow, env, ic, key, owner, new_contact=False)
@@ -227,6 +236,7 @@ async def claim_identities_for(
             {"_id": claim["contact_id"], "tenant_id": tenant, "state": "active", field: value},
             {"_id": 1},
             session=uow.session,
+            hint=BY_ID,
         )
         if holder is not None:
             raise IdentityRace()
@@ -264,6 +274,7 @@ async def _record(
         {"_id": contact["_id"], "tenant_id": env.tenant_id},
         {"$set": {"last_activity_at": last}},
         session=uow.session,
+        hint=BY_ID,
     )
     uow.emit(
         "interaction.recorded",

@@ -14,6 +14,9 @@ from services.common.access import must, read_filter, require_admin, tenant_of, 
 from services.contacts import csvio
 from services.contacts.activity import DEAL_EVENTS, TASK_EVENTS, activity_item
 from services.contacts.capture import (
+    BY_EMAIL,
+    BY_ID,
+    BY_PHONE,
     IdentityRace,
     capture,
     create_contact_doc,
@@ -45,6 +48,26 @@ CONSUMER_ACTIVITY = "contacts.activity"
 INBOX_STATUSES = ("pending", "accepted", "rejected", "linked")
 MANUAL_KINDS = ("note", "call", "meeting", "email")
 EXPORT_TIMELINE_MAX = 50_000
+
+
+TIMELINE_HINT = [("tenant_id", 1), ("contact_id", 1), ("occurred_at", -1), ("_id", -1)]
+INBOX_STATUS_HINT = [("tenant_id", 1), ("status", 1), ("_id", -1)]
+TENANT_ID_HINT = [("tenant_id", 1), ("_id", -1)]
+
+
+def _list_hint(flt: dict[str, Any]) -> list[tuple[str, int]]:
+    """The index a contact list/search query runs on (most selective field first)."""
+    if "phones" in flt:
+        return BY_PHONE
+    if "emails" in flt:
+        return BY_EMAIL
+    if "search" in flt or "$and" in flt:
+        return [("tenant_id", 1), ("search", 1)]
+    if "company_id" in flt:
+        return [("tenant_id", 1), ("company_id", 1), ("_id", -1)]
+    if isinstance(flt.get("owner_id"), str):
+        return [("tenant_id", 1), ("owner_id", 1), ("_id", -1)]
+    return TENANT_ID_HINT
 
 
 def _region(ctx: dict[str, Any]) -> str:
@@ -178,7 +201,7 @@ class ContactsService(Service):
         """The active contact an id stands for, following merges."""
         for _ in range(10):
             doc = await uow.db.contacts.find_one(
-                {"_id": contact_id, "tenant_id": tenant}, session=uow.session
+                {"_id": contact_id, "tenant_id": tenant}, session=uow.session, hint=BY_ID
             )
             if doc is None:
                 return None
@@ -191,7 +214,9 @@ class ContactsService(Service):
     # ---- helpers ----------------------------------------------------------------------------
 
     async def _visible(self, ctx: dict[str, Any], contact_id: str, depth: int = 0) -> dict[str, Any]:
-        doc = must(await self.db.contacts.find_one({**read_filter(ctx), "_id": contact_id}), "contact")
+        doc = must(
+            await self.db.contacts.find_one({**read_filter(ctx), "_id": contact_id}, hint=BY_ID), "contact"
+        )
         if doc.get("state") == "erased":
             raise Gone("This contact was erased.")
         if doc.get("state") == "merged" and doc.get("merged_into") and depth < 10:
@@ -202,7 +227,7 @@ class ContactsService(Service):
 
     async def _writable(self, ctx: dict[str, Any], contact_id: str) -> dict[str, Any]:
         wf = write_filter(ctx)
-        doc = must(await self.db.contacts.find_one({**wf, "_id": contact_id}), "contact")
+        doc = must(await self.db.contacts.find_one({**wf, "_id": contact_id}, hint=BY_ID), "contact")
         if doc.get("state") == "erased":
             raise Gone("This contact was erased.")
         if doc.get("state") == "merged" and doc.get("merged_into"):
@@ -261,7 +286,7 @@ class ContactsService(Service):
         if after:
             flt["_id"] = {"$lt": after[0]}
         docs = (
-            await self.db.contacts.find(flt)
+            await self.db.contacts.find(flt, hint=_list_hint(flt))
             .sort("_id", DESCENDING)
             .limit(limit + 1)
             .to_list(length=limit + 1)
@@ -288,7 +313,7 @@ class ContactsService(Service):
                 raise ValidationFailed({"cursor": "is not a cursor this API issued"}) from exc
             flt["$or"] = [{"occurred_at": {"$lt": at}}, {"occurred_at": at, "_id": {"$lt": last_id}}]
         docs = await (
-            self.db.timeline.find(flt)
+            self.db.timeline.find(flt, hint=TIMELINE_HINT)
             .sort([("occurred_at", DESCENDING), ("_id", DESCENDING)])
             .limit(limit + 1)
             .to_list(length=limit + 1)
@@ -604,7 +629,7 @@ class ContactsService(Service):
         contact = await self._visible(ctx, args["contact_id"])
         tenant = contact["tenant_id"]
         items = await (
-            self.db.timeline.find({"tenant_id": tenant, "contact_id": contact["_id"]})
+            self.db.timeline.find({"tenant_id": tenant, "contact_id": contact["_id"]}, hint=TIMELINE_HINT)
             .sort([("occurred_at", DESCENDING), ("_id", DESCENDING)])
             .limit(EXPORT_TIMELINE_MAX)
             .to_list(length=EXPORT_TIMELINE_MAX)
@@ -635,7 +660,8 @@ class ContactsService(Service):
         require_admin(ctx)
         tenant = tenant_of(ctx)
         contact = must(
-            await self.db.contacts.find_one({"tenant_id": tenant, "_id": args["contact_id"]}), "contact"
+            await self.db.contacts.find_one({"tenant_id": tenant, "_id": args["contact_id"]}, hint=BY_ID),
+            "contact",
         )
         if contact.get("state") == "merged" and contact.get("merged_into"):
             contact = await self._visible(ctx, contact["merged_into"])
@@ -958,7 +984,10 @@ class ContactsService(Service):
         if after:
             flt["_id"] = {"$lt": after[0]}
         docs = (
-            await self.db.inbox.find(flt).sort("_id", DESCENDING).limit(limit + 1).to_list(length=limit + 1)
+            await self.db.inbox.find(flt, hint=INBOX_STATUS_HINT if "status" in flt else TENANT_ID_HINT)
+            .sort("_id", DESCENDING)
+            .limit(limit + 1)
+            .to_list(length=limit + 1)
         )
         return page([inbox_view(d) for d in docs], limit, lambda it: [it["id"]])
 
