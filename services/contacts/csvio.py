@@ -9,6 +9,7 @@ any length is never held in memory at once.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -52,6 +53,7 @@ EXPORT_COLUMNS = (
 )
 _SPLIT = re.compile(r"[;,]")
 _FORMULA = ("=", "@", "\t", "\r")
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 
 
 @dataclass
@@ -135,46 +137,44 @@ def parse_row(columns: list[str], line: int, text: str, region: str) -> Row | No
     )
 
 
+def _pick_decoder(head: bytes) -> codecs.IncrementalDecoder:
+    """UTF-8 (BOM or not) when the first bytes are UTF-8 (a character cut at the end is fine),
+    else Windows-1251, the usual encoding of Russian spreadsheets."""
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        name = "utf-8-sig"
+    except UnicodeDecodeError:
+        name = "cp1251"
+    return codecs.getincrementaldecoder(name)(errors="replace")
+
+
 async def split_records(
-    chunks: AsyncIterator[bytes], encoding: str | None = None
+    chunks: AsyncIterator[bytes], encoding: str | None = None, sniff_bytes: int = 4096
 ) -> AsyncIterator[tuple[int, str]]:
     """``(first line number, record text)`` for each CSV record of a byte stream, in order.
 
     A record ends at a line break outside quotes, so quoted cells may hold line breaks. The text
-    is decoded incrementally: UTF-8 (with or without BOM), else Windows-1251 when the first bytes
-    are not UTF-8. Blank lines are skipped.
+    is decoded incrementally (``encoding``, else sniffed from the first ``sniff_bytes``: UTF-8 with
+    or without BOM, else Windows-1251). Blank lines are skipped. Only one record and one chunk
+    are held at a time.
     """
-    import codecs
-
-    decoder: codecs.IncrementalDecoder | None = None
-    if encoding:
-        decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    decoder = codecs.getincrementaldecoder(encoding)(errors="replace") if encoding else None
+    head = b""
     pending = ""
     record = ""
     start = 1
     line_no = 0
     quotes = 0
 
-    def lines(text: str) -> Iterator[str]:
-        nonlocal pending
-        buf = pending + text
-        parts = buf.splitlines(keepends=True)
-        pending = parts.pop() if parts and not parts[-1].endswith(("\n", "\r")) else ""
-        yield from parts
-
-    async for chunk in chunks:
-        if not chunk:
-            continue
-        if decoder is None:
-            try:
-                chunk[:4096].decode("utf-8")
-                decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
-            except UnicodeDecodeError as exc:
-                # a multi-byte character cut at 4096 is still UTF-8
-                cut = exc.start >= 4093 and len(chunk) > 4096
-                name = "utf-8-sig" if cut else "cp1251"
-                decoder = codecs.getincrementaldecoder(name)(errors="replace")
-        for ln in lines(decoder.decode(chunk)):
+    def feed(text: str, final: bool) -> Iterator[tuple[int, str]]:
+        nonlocal pending, record, start, line_no, quotes
+        parts = _LINE.findall(pending + text)
+        pending = ""
+        if parts and not final and not parts[-1].endswith(("\n", "\r")):
+            pending = parts.pop()
+        elif parts and not final and parts[-1].endswith("\r"):
+            pending = parts.pop()  # a CR may be the first half of CRLF
+        for ln in parts:
             line_no += 1
             if not record:
                 start = line_no
@@ -184,15 +184,24 @@ async def split_records(
                 if record.strip():
                     yield start, record
                 record, quotes = "", 0
-    tail = (decoder.decode(b"", final=True) if decoder else "") + pending
-    pending = ""
-    if tail:
-        line_no += 1
-        if not record:
-            start = line_no
-        record += tail
-    if record.strip():
-        yield start, record
+        if final and record.strip():
+            yield start, record
+
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        if decoder is None:
+            head += chunk
+            if len(head) < sniff_bytes:
+                continue
+            decoder = _pick_decoder(head)
+            chunk, head = head, b""
+        for rec in feed(decoder.decode(chunk), final=False):
+            yield rec
+    if decoder is None:
+        decoder = _pick_decoder(head)
+    for rec in feed(decoder.decode(head, final=True), final=True):
+        yield rec
 
 
 def safe_cell(value: Any) -> str:
