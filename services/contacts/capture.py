@@ -24,12 +24,10 @@ from shared.events import (
 from shared.mongo import UnitOfWork
 
 FINAL_CALL = ("answered", "missed", "busy", "failed")
-
-# Index hints for every read of the capture path: the plan never depends on the planner's mood
-# (the local MongoDB-protocol server scans when a filter has fields beyond the index's).
-BY_ID = [("_id", 1)]
-BY_PHONE = [("tenant_id", 1), ("phones", 1)]
-BY_EMAIL = [("tenant_id", 1), ("emails", 1)]
+CANDIDATE_SCAN = 50
+# Every read of the capture path filters on exactly the fields of an index (a prefix of it) and
+# checks anything else (state, owner) in Python: planners then have one choice, the index (the
+# local MongoDB-protocol server scans the collection when a filter has fields beyond an index's).
 
 
 def merge_data(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -51,20 +49,19 @@ async def find_candidates(
     uow: UnitOfWork, tenant_id: str, phones: list[str], emails: list[str]
 ) -> list[dict[str, Any]]:
     """Contacts sharing a phone or an email, most recently active first (index-backed lookups)."""
-    ors: list[tuple[dict[str, Any], list[tuple[str, int]]]] = []
+    ors: list[dict[str, Any]] = []
     if phones:
-        ors.append(({"phones": {"$in": phones}}, BY_PHONE))
+        ors.append({"phones": {"$in": phones}})
     if emails:
-        ors.append(({"emails": {"$in": emails}}, BY_EMAIL))
-    if not ors:
-        return []
+        ors.append({"emails": {"$in": emails}})
     found: dict[str, dict[str, Any]] = {}
-    for clause, hint in ors:  # one indexed query per identity kind
-        cursor = uow.db.contacts.find(
-            {"tenant_id": tenant_id, "state": "active", **clause}, session=uow.session, hint=hint
-        ).limit(20)
-        for doc in await cursor.to_list(length=20):
-            found[doc["_id"]] = doc
+    for clause in ors:  # one indexed query per identity kind: (tenant_id, phones) / (tenant_id, emails)
+        cursor = uow.db.contacts.find({"tenant_id": tenant_id, **clause}, session=uow.session).limit(
+            CANDIDATE_SCAN
+        )
+        for doc in await cursor.to_list(length=CANDIDATE_SCAN):
+            if doc.get("state") == "active":
+                found[doc["_id"]] = doc
     return sorted(
         found.values(), key=lambda d: as_utc(d.get("last_activity_at") or d["created_at"]), reverse=True
     )
@@ -91,7 +88,7 @@ async def upsert_timeline_item(
             "$set": {"occurred_at": occurred, "data": data, "summary": summary, "updated_at": uow.now},
             "$addToSet": {"event_keys": key},
         }
-        await uow.db.timeline.update_one({"_id": existing["_id"]}, update, session=uow.session, hint=BY_ID)
+        await uow.db.timeline.update_one({"_id": existing["_id"]}, update, session=uow.session)
         existing.update(occurred_at=occurred, data=data, summary=summary)
         return existing, True, False
     item = {
@@ -123,12 +120,19 @@ async def capture(uow: UnitOfWork, env: Envelope) -> None:
     if candidates:
         contact = candidates[0]
         if len(candidates) > 1:
+            ids = sorted(c["_id"] for c in candidates[:5])
             await uow.db.possible_duplicates.update_one(
-                {"tenant_id": tenant, "ids": sorted(c["_id"] for c in candidates[:5])},
-                {"$setOnInsert": {"_id": new_id(), "created_at": uow.now, "reason": "shared identity"}},
+                {"_id": f"{tenant}:{'|'.join(ids)}"},
+                {
+                    "$setOnInsert": {
+                        "tenant_id": tenant,
+                        "ids": ids,
+                        "created_at": uow.now,
+                        "reason": "shared identity",
+                    }
+                },
                 upsert=True,
                 session=uow.session,
-                hint=[("tenant_id", 1), ("ids", 1)],
             )
         await _record(uow, env, ic, key, contact, new_contact=False)
         return
@@ -139,11 +143,9 @@ async def capture(uow: UnitOfWork, env: Envelope) -> None:
         )
         if known is not None:
             owner = await uow.db.contacts.find_one(
-                {"_id": known["contact_id"], "tenant_id": tenant, "state": "active"},
-                session=uow.session,
-                hint=BY_ID,
+                {"_id": known["contact_id"], "tenant_id": tenant}, session=uow.session
             )
-            if owner is not None:
+            if owner is not None and owner.get("state") == "active":
                 await _record(uow, env, ic, key, owner, new_contact=False)
                 return
 
@@ -233,12 +235,9 @@ async def claim_identities_for(
         if claim["contact_id"] == contact_id:
             continue
         holder = await uow.db.contacts.find_one(
-            {"_id": claim["contact_id"], "tenant_id": tenant, "state": "active", field: value},
-            {"_id": 1},
-            session=uow.session,
-            hint=BY_ID,
+            {"_id": claim["contact_id"], "tenant_id": tenant}, {"state": 1, field: 1}, session=uow.session
         )
-        if holder is not None:
+        if holder is not None and holder.get("state") == "active" and value in holder.get(field, []):
             raise IdentityRace()
         await uow.db.identities.update_one(
             {"_id": claim["_id"]}, {"$set": {"contact_id": contact_id}}, session=uow.session
@@ -274,7 +273,6 @@ async def _record(
         {"_id": contact["_id"], "tenant_id": env.tenant_id},
         {"$set": {"last_activity_at": last}},
         session=uow.session,
-        hint=BY_ID,
     )
     uow.emit(
         "interaction.recorded",

@@ -14,9 +14,6 @@ from services.common.access import must, read_filter, require_admin, tenant_of, 
 from services.contacts import csvio
 from services.contacts.activity import DEAL_EVENTS, TASK_EVENTS, activity_item
 from services.contacts.capture import (
-    BY_EMAIL,
-    BY_ID,
-    BY_PHONE,
     IdentityRace,
     capture,
     create_contact_doc,
@@ -50,24 +47,23 @@ MANUAL_KINDS = ("note", "call", "meeting", "email")
 EXPORT_TIMELINE_MAX = 50_000
 
 
-TIMELINE_HINT = [("tenant_id", 1), ("contact_id", 1), ("occurred_at", -1), ("_id", -1)]
-INBOX_STATUS_HINT = [("tenant_id", 1), ("status", 1), ("_id", -1)]
-TENANT_ID_HINT = [("tenant_id", 1), ("_id", -1)]
+LIST_SCAN_MAX = 5000
+"""A filtered contact list (phone, email, name prefix, company, owner) reads at most this many index
+entries per page; the plain list reads the (tenant_id, _id) index in order."""
 
 
-def _list_hint(flt: dict[str, Any]) -> list[tuple[str, int]]:
-    """The index a contact list/search query runs on (most selective field first)."""
-    if "phones" in flt:
-        return BY_PHONE
-    if "emails" in flt:
-        return BY_EMAIL
-    if "search" in flt or "$and" in flt:
-        return [("tenant_id", 1), ("search", 1)]
-    if "company_id" in flt:
-        return [("tenant_id", 1), ("company_id", 1), ("_id", -1)]
-    if isinstance(flt.get("owner_id"), str):
-        return [("tenant_id", 1), ("owner_id", 1), ("_id", -1)]
-    return TENANT_ID_HINT
+def _allowed(flt: dict[str, Any], doc: dict[str, Any], owner_field: str = "owner_id") -> bool:
+    """``doc`` passes an access filter of :mod:`services.common.access` (checked in Python, so the
+    query itself filters on index fields only)."""
+    if doc.get("tenant_id") != flt["tenant_id"]:
+        return False
+    rule = flt.get(owner_field)
+    return rule is None or doc.get(owner_field) in rule["$in"]
+
+
+def _prefix_range(term: str) -> dict[str, str]:
+    """A prefix match as an index range (no regex: every engine uses the index bounds)."""
+    return {"$gte": term, "$lt": term + "\U0010ffff"}
 
 
 def _region(ctx: dict[str, Any]) -> str:
@@ -201,7 +197,7 @@ class ContactsService(Service):
         """The active contact an id stands for, following merges."""
         for _ in range(10):
             doc = await uow.db.contacts.find_one(
-                {"_id": contact_id, "tenant_id": tenant}, session=uow.session, hint=BY_ID
+                {"_id": contact_id, "tenant_id": tenant}, session=uow.session
             )
             if doc is None:
                 return None
@@ -213,28 +209,25 @@ class ContactsService(Service):
 
     # ---- helpers ----------------------------------------------------------------------------
 
-    async def _visible(self, ctx: dict[str, Any], contact_id: str, depth: int = 0) -> dict[str, Any]:
-        doc = must(
-            await self.db.contacts.find_one({**read_filter(ctx), "_id": contact_id}, hint=BY_ID), "contact"
-        )
+    async def _contact(self, flt: dict[str, Any], contact_id: str, depth: int = 0) -> dict[str, Any]:
+        """The active contact ``contact_id`` stands for (following merges) if ``flt`` allows it:
+        404 when unknown or not allowed, 410 when erased."""
+        doc = await self.db.contacts.find_one({"_id": contact_id, "tenant_id": flt["tenant_id"]})
+        if doc is None or not _allowed(flt, doc):
+            raise NotFound("contact")
         if doc.get("state") == "erased":
             raise Gone("This contact was erased.")
         if doc.get("state") == "merged" and doc.get("merged_into") and depth < 10:
-            return await self._visible(ctx, doc["merged_into"], depth + 1)
+            return await self._contact(flt, doc["merged_into"], depth + 1)
         if doc.get("state") != "active":
             raise NotFound("contact")
         return doc
 
+    async def _visible(self, ctx: dict[str, Any], contact_id: str) -> dict[str, Any]:
+        return await self._contact(read_filter(ctx), contact_id)
+
     async def _writable(self, ctx: dict[str, Any], contact_id: str) -> dict[str, Any]:
-        wf = write_filter(ctx)
-        doc = must(await self.db.contacts.find_one({**wf, "_id": contact_id}, hint=BY_ID), "contact")
-        if doc.get("state") == "erased":
-            raise Gone("This contact was erased.")
-        if doc.get("state") == "merged" and doc.get("merged_into"):
-            return await self._writable(ctx, doc["merged_into"])
-        if doc.get("state") != "active":
-            raise NotFound("contact")
-        return doc
+        return await self._contact(write_filter(ctx), contact_id)
 
     async def _fields(self, tenant: str, entity: str) -> list[dict[str, Any]]:
         return await self.db.custom_fields.find({"tenant_id": tenant, "entity": entity}).to_list(length=500)
@@ -255,43 +248,71 @@ class ContactsService(Service):
     # ---- queries ----------------------------------------------------------------------------
 
     async def list_contacts(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+        """Newest first. The query filters on the fields of one index; state, visibility, further
+        name words and the cursor are checked on the documents it returns."""
         limit = clamp_limit(args.get("limit"))
         filters = args.get("filters") or {}
         region = _region(ctx)
-        flt: dict[str, Any] = {**read_filter(ctx), "state": "active"}
+        rf = read_filter(ctx)
+        flt: dict[str, Any] = {"tenant_id": rf["tenant_id"]}
+        more_words: list[str] = []
         if filters.get("phone"):
             key = phone_search_key(filters["phone"], region)
             flt["phones"] = key if key and key.startswith("+") else "\x00no-match"
-        if filters.get("email"):
+        elif filters.get("email"):
             flt["emails"] = normalize_email(filters["email"]) or filters["email"].strip().lower()
-        if filters.get("q"):
+        elif filters.get("q"):
             q = filters["q"].strip().lower().replace("ё", "е")
             digits = re.sub(r"[\s()\-+.]", "", q)
-            words = q.split()
+            words = [q] if "@" in q else q.split()
             if digits.isdigit():
-                flt["search"] = {"$regex": "^" + re.escape(digits)}
-            elif len(words) > 1 and "@" not in q:  # "иван пет": every word starts some word
-                flt["$and"] = [{"search": {"$regex": "^" + re.escape(w)}} for w in words[:5]]
-            else:
-                flt["search"] = {"$regex": "^" + re.escape(q)}
-        if filters.get("company_id"):
+                words = [digits]
+            flt["search"] = _prefix_range(words[0])
+            more_words = words[1:5]  # "иван пет": every word starts some word of the contact
+        elif filters.get("company_id"):
             flt["company_id"] = filters["company_id"]
-        if filters.get("owner_id"):
-            flt["owner_id"] = (
-                filters["owner_id"]
-                if "owner_id" not in flt
-                else {"$in": [o for o in flt["owner_id"]["$in"] if o == filters["owner_id"]]}
-            )
+        elif filters.get("owner_id"):
+            flt["owner_id"] = filters["owner_id"]
         after = decode_cursor(args.get("cursor"))
-        if after:
-            flt["_id"] = {"$lt": after[0]}
-        docs = (
-            await self.db.contacts.find(flt, hint=_list_hint(flt))
-            .sort("_id", DESCENDING)
-            .limit(limit + 1)
-            .to_list(length=limit + 1)
+        last = str(after[0]) if after else None
+        email = (
+            (normalize_email(filters["email"]) or filters["email"].strip().lower())
+            if filters.get("email")
+            else None
         )
-        return page([contact_view(d) for d in docs], limit, lambda it: [it["id"]])
+
+        def wanted(doc: dict[str, Any]) -> bool:
+            if doc.get("state") != "active" or not _allowed(rf, doc):
+                return False
+            if last is not None and doc["_id"] >= last:
+                return False
+            for key in ("company_id", "owner_id"):
+                if filters.get(key) and doc.get(key) != filters[key]:
+                    return False
+            if email and "phones" in flt and email not in doc.get("emails", []):
+                return False  # phone and email both given: the query used the phone
+            search = doc.get("search", [])
+            return all(any(w.startswith(m) for w in search) for m in more_words)
+
+        docs: list[dict[str, Any]] = []
+        if len(flt) == 1:  # the plain list: walk (tenant_id, _id) newest first
+            if last is not None:
+                flt["_id"] = {"$lt": last}
+            cursor = self.db.contacts.find(flt).sort("_id", DESCENDING).batch_size(limit + 1)
+            try:
+                async for doc in cursor:
+                    if wanted(doc):
+                        docs.append(doc)
+                        if len(docs) > limit:
+                            break
+            finally:
+                await cursor.close()
+        else:
+            async for doc in self.db.contacts.find(flt).limit(LIST_SCAN_MAX):
+                if wanted(doc):
+                    docs.append(doc)
+            docs.sort(key=lambda d: d["_id"], reverse=True)
+        return page([contact_view(d) for d in docs[: limit + 1]], limit, lambda it: [it["id"]])
 
     async def get_contact(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
         doc = await self._visible(ctx, args["contact_id"])
@@ -304,20 +325,21 @@ class ContactsService(Service):
         contact = await self._visible(ctx, args["contact_id"])
         limit = clamp_limit(args.get("limit"))
         flt: dict[str, Any] = {"tenant_id": tenant_of(ctx), "contact_id": contact["_id"]}
+        order = [("occurred_at", DESCENDING), ("_id", DESCENDING)]
         after = decode_cursor(args.get("cursor"))
+        docs: list[dict[str, Any]] = []
         if after:
             try:
-                at = datetime.fromisoformat(str(after[0]))
+                at = as_utc(datetime.fromisoformat(str(after[0])))
                 last_id = str(after[1])
             except (ValueError, IndexError) as exc:
                 raise ValidationFailed({"cursor": "is not a cursor this API issued"}) from exc
-            flt["$or"] = [{"occurred_at": {"$lt": at}}, {"occurred_at": at, "_id": {"$lt": last_id}}]
-        docs = await (
-            self.db.timeline.find(flt, hint=TIMELINE_HINT)
-            .sort([("occurred_at", DESCENDING), ("_id", DESCENDING)])
-            .limit(limit + 1)
-            .to_list(length=limit + 1)
-        )
+            ties = await self.db.timeline.find({**flt, "occurred_at": at}).sort(order).to_list(length=None)
+            docs = [d for d in ties if d["_id"] < last_id][: limit + 1]
+            flt["occurred_at"] = {"$lt": at}
+        if len(docs) <= limit:
+            want = limit + 1 - len(docs)
+            docs += await self.db.timeline.find(flt).sort(order).limit(want).to_list(length=want)
         return page([timeline_view(d) for d in docs], limit, lambda it: [it["occurred_at"], it["id"]])
 
     async def duplicates(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
@@ -629,7 +651,7 @@ class ContactsService(Service):
         contact = await self._visible(ctx, args["contact_id"])
         tenant = contact["tenant_id"]
         items = await (
-            self.db.timeline.find({"tenant_id": tenant, "contact_id": contact["_id"]}, hint=TIMELINE_HINT)
+            self.db.timeline.find({"tenant_id": tenant, "contact_id": contact["_id"]})
             .sort([("occurred_at", DESCENDING), ("_id", DESCENDING)])
             .limit(EXPORT_TIMELINE_MAX)
             .to_list(length=EXPORT_TIMELINE_MAX)
@@ -660,8 +682,7 @@ class ContactsService(Service):
         require_admin(ctx)
         tenant = tenant_of(ctx)
         contact = must(
-            await self.db.contacts.find_one({"tenant_id": tenant, "_id": args["contact_id"]}, hint=BY_ID),
-            "contact",
+            await self.db.contacts.find_one({"tenant_id": tenant, "_id": args["contact_id"]}), "contact"
         )
         if contact.get("state") == "merged" and contact.get("merged_into"):
             contact = await self._visible(ctx, contact["merged_into"])
@@ -984,10 +1005,7 @@ class ContactsService(Service):
         if after:
             flt["_id"] = {"$lt": after[0]}
         docs = (
-            await self.db.inbox.find(flt, hint=INBOX_STATUS_HINT if "status" in flt else TENANT_ID_HINT)
-            .sort("_id", DESCENDING)
-            .limit(limit + 1)
-            .to_list(length=limit + 1)
+            await self.db.inbox.find(flt).sort("_id", DESCENDING).limit(limit + 1).to_list(length=limit + 1)
         )
         return page([inbox_view(d) for d in docs], limit, lambda it: [it["id"]])
 
