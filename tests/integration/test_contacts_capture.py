@@ -9,13 +9,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from pymongo import AsyncMongoClient
 
 from services.contacts.capture import capture
 from services.contacts.main import ContactsService
+from shared.bus import EventPublisher, Topology, make_broker
 from shared.clock import FrozenClock
+from shared.crypto import SecretBox
 from shared.events import Envelope, InteractionCaptured, SenderData, make_event
 from shared.mongo import Store, mongo_client
+from shared.service import Runtime
+from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -222,3 +227,73 @@ async def test_unknown_sender_on_an_inbox_channel_opens_one_item_per_subject(sto
     await run(store, captured(tenant, "m3", emails=["who@example.ru"], intake="inbox"))
     assert await store.db.inbox.count_documents({"tenant_id": tenant, "status": "pending"}) == 2
     assert await contacts_of(store, tenant) == []
+
+
+async def test_card_reads_and_searches_use_an_index(store: Store) -> None:
+    """The contact card (get + first timeline page + next page) and search by phone, email and
+    name prefix, as the service runs them."""
+    broker = make_broker("amqp://guest:guest@127.0.0.1:5672/")  # never connected
+    rt = Runtime(
+        settings=Settings(namespace="it"),
+        broker=broker,
+        topology=Topology("it"),
+        mongo=store.client,
+        publisher=EventPublisher(broker, Topology("it")),
+        clock=FrozenClock(T0),
+        secrets=SecretBox(Fernet.generate_key()),
+    )
+    svc = ContactsService(rt)
+    svc.store = store
+    tenant = "t6"
+    await store.db.contacts.insert_many(
+        [
+            {
+                "_id": f"c{i:04d}",
+                "tenant_id": tenant,
+                "state": "active",
+                "name": f"Имя{i} Фамилия",
+                "phones": [f"+7916{i:07d}"],
+                "emails": [f"p{i}@example.ru"],
+                "search": [f"имя{i}", "фамилия", f"7916{i:07d}", f"p{i}@example.ru"],
+                "owner_id": None,
+                "created_at": T0,
+            }
+            for i in range(300)
+        ]
+    )
+    await store.db.timeline.insert_many(
+        [
+            {
+                "_id": f"i{i:04d}",
+                "tenant_id": tenant,
+                "contact_id": f"c{i % 10:04d}",
+                "kind": "note",
+                "direction": "out",
+                "occurred_at": T0 - timedelta(minutes=i),
+                "subject_key": f"s{i}",
+            }
+            for i in range(300)
+        ]
+    )
+    ctx = {"tenant_id": tenant, "user_id": "u1", "role": "manager", "settings": {"default_region": "RU"}}
+    seen: list[tuple[str, dict[str, Any], Any]] = []
+    real_db = store.db
+    store.db = Recording(real_db, seen)  # type: ignore[assignment]
+    try:
+        assert (await svc.get_contact(ctx, {"contact_id": "c0003"}))["id"] == "c0003"
+        first = await svc.timeline(ctx, {"contact_id": "c0003", "limit": 10})
+        second = await svc.timeline(ctx, {"contact_id": "c0003", "limit": 10, "cursor": first["next_cursor"]})
+        assert len(first["items"]) == 10 and len(second["items"]) == 10
+        assert first["items"][-1]["occurred_at"] > second["items"][0]["occurred_at"]
+        by_phone = await svc.list_contacts(ctx, {"filters": {"phone": "8 916 000-00-42"}})
+        by_email = await svc.list_contacts(ctx, {"filters": {"email": "P42@Example.RU"}})
+        by_name = await svc.list_contacts(ctx, {"filters": {"q": "ИМЯ42"}})
+        assert [c["id"] for c in by_phone["items"]] == [c["id"] for c in by_email["items"]] == ["c0042"]
+        assert [c["id"] for c in by_name["items"]] == ["c0042"]
+    finally:
+        store.db = real_db  # type: ignore[assignment]
+    assert {c for c, _, _ in seen} >= {"contacts", "timeline"}
+    for coll, flt, _ in seen:
+        plan = await real_db.command("explain", {"find": coll, "filter": flt}, verbosity="queryPlanner")
+        text = repr(plan["queryPlanner"]["winningPlan"])
+        assert "COLLSCAN" not in text, f"{coll} {flt} scans the collection: {text}"
