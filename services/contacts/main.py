@@ -346,12 +346,19 @@ class ContactsService(Service):
         """Contacts that may be the same person: a shared phone or email, the same name, or recorded
         as a possible duplicate when a capture matched several. Each with its ``reasons``."""
         contact = await self._visible(ctx, args["contact_id"])
-        base = {**read_filter(ctx), "state": "active", "_id": {"$ne": contact["_id"]}}
+        rf = read_filter(ctx)
         reasons: dict[str, set[str]] = {}
         found: dict[str, dict[str, Any]] = {}
 
         async def add(flt: dict[str, Any], reason: str) -> None:
-            for doc in await self.db.contacts.find({**base, **flt}).limit(50).to_list(length=50):
+            docs = (
+                await self.db.contacts.find({"tenant_id": rf["tenant_id"], **flt})
+                .limit(200)
+                .to_list(length=200)
+            )
+            for doc in docs:
+                if doc["_id"] == contact["_id"] or doc.get("state") != "active" or not _allowed(rf, doc):
+                    continue
                 found[doc["_id"]] = doc
                 reasons.setdefault(doc["_id"], set()).add(reason)
 
@@ -367,7 +374,7 @@ class ContactsService(Service):
         ).to_list(length=50)
         others = {i for r in recorded for i in r["ids"] if i != contact["_id"] and i not in found}
         if others:
-            await add({"_id": {"$in": sorted(others), "$ne": contact["_id"]}}, "captured")
+            await add({"_id": {"$in": sorted(others)}}, "captured")
         items = [
             {**contact_view(d), "reasons": sorted(reasons[d["_id"]])}
             for d in sorted(found.values(), key=lambda d: d["_id"], reverse=True)

@@ -442,3 +442,21 @@ def test_deal_and_task_events_show_on_the_contact_timeline(root: Api, hub: HubPr
     assert sorted(i["kind"] for i in items) == ["deal", "deal", "task", "task"]
     assert {i["data"]["event"] for i in items} == {"created", "won", "completed"}
     assert any(i["summary"] == "Task created: Перезвонить" for i in items)
+
+
+def test_several_matching_contacts_take_the_touch_on_the_most_recent_and_show_as_duplicates(
+    admin: Api,
+) -> None:
+    older = admin.post("/api/v1/contacts", json={"name": "Первый", "phones": ["+79165557788"]}).json()
+    newer = admin.post("/api/v1/contacts", json={"name": "Второй", "emails": ["both@example.ru"]}).json()
+    site = channel(admin)
+    httpx.post(site["webhook_url"], data={"phone": "89165557788", "email": "Both@Example.ru"})
+    eventually(lambda: len(timeline(admin, newer["id"])) == 1)
+    assert timeline(admin, older["id"]) == []
+    dups = admin.get(f"/api/v1/contacts/{older['id']}/duplicates").json()["items"]
+    assert [(d["id"], d["reasons"]) for d in dups] == [(newer["id"], ["captured"])]
+    same_phone = admin.post(
+        "/api/v1/contacts", json={"name": "Третий", "phones": ["+7 916 555 77 88"]}
+    ).json()
+    dups = admin.get(f"/api/v1/contacts/{older['id']}/duplicates").json()["items"]
+    assert {d["id"]: d["reasons"] for d in dups} == {newer["id"]: ["captured"], same_phone["id"]: ["phone"]}
