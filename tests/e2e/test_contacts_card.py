@@ -460,3 +460,18 @@ def test_several_matching_contacts_take_the_touch_on_the_most_recent_and_show_as
     ).json()
     dups = admin.get(f"/api/v1/contacts/{older['id']}/duplicates").json()["items"]
     assert {d["id"]: d["reasons"] for d in dups} == {newer["id"]: ["captured"], same_phone["id"]: ["phone"]}
+
+
+def test_csv_import_spanning_several_batches_keeps_line_numbers(admin: Api) -> None:
+    rows = ["name,phone"] + [f"Клиент {n},+7 917 {n:03d}-00-00" for n in range(420)]
+    rows[300] = "Плохой,12"  # line 301
+    r = admin.post(
+        "/api/v1/contacts/import", content="\n".join(rows).encode(), headers={"Content-Type": "text/csv"}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "imported": 419,
+        "updated": 0,
+        "failed": [{"line": 301, "reason": "phone: is not a phone number"}],
+    }
+    assert by_phone(admin, "+79174190000")[0]["name"] == "Клиент 419"
