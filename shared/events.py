@@ -330,6 +330,33 @@ class PipelineChanged(Payload):
     occurred_at: str | None = None
 
 
+# ---- contacts ----
+
+
+class InboxItemAccepted(Payload):
+    """contacts → deals: an inbox item became a contact; deals opens a deal when a pipeline applies
+    (``pipeline_id``, else the tenant's default pipeline). Deal idempotency key ``inbox:<item_id>``."""
+
+    item_id: str
+    contact_id: str
+    pipeline_id: str | None = None
+    owner_id: str | None = None
+    title: str
+
+
+class InboxItemLinked(Payload):
+    item_id: str
+    contact_id: str
+
+
+class InboxItemRejected(Payload):
+    """Spam: kept for audit, never on a card."""
+
+    item_id: str
+    channel_id: str | None = None
+    kind: str | None = None
+
+
 PAYLOADS.update(
     {
         **{
@@ -356,5 +383,8 @@ PAYLOADS.update(
         ("deal.erased", 1): DealErased,
         ("pipeline.created", 1): PipelineChanged,
         ("pipeline.updated", 1): PipelineChanged,
+        ("inbox.item_accepted", 1): InboxItemAccepted,
+        ("inbox.item_linked", 1): InboxItemLinked,
+        ("inbox.item_rejected", 1): InboxItemRejected,
     }
 )

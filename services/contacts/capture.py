@@ -12,7 +12,7 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
-from services.contacts.model import search_words, source_of
+from services.contacts.model import name_key, search_words, source_of
 from shared.clock import as_utc, new_id
 from shared.events import (
     ContactCreated,
@@ -24,6 +24,10 @@ from shared.events import (
 from shared.mongo import UnitOfWork
 
 FINAL_CALL = ("answered", "missed", "busy", "failed")
+CANDIDATE_SCAN = 50
+# Every read of the capture path filters on exactly the fields of an index (a prefix of it) and
+# checks anything else (state, owner) in Python: planners then have one choice, the index (the
+# local MongoDB-protocol server scans the collection when a filter has fields beyond an index's).
 
 
 def merge_data(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -50,15 +54,14 @@ async def find_candidates(
         ors.append({"phones": {"$in": phones}})
     if emails:
         ors.append({"emails": {"$in": emails}})
-    if not ors:
-        return []
     found: dict[str, dict[str, Any]] = {}
-    for clause in ors:  # one indexed query per identity kind
-        cursor = uow.db.contacts.find(
-            {"tenant_id": tenant_id, "state": "active", **clause}, session=uow.session
-        ).limit(20)
-        for doc in await cursor.to_list(length=20):
-            found[doc["_id"]] = doc
+    for clause in ors:  # one indexed query per identity kind: (tenant_id, phones) / (tenant_id, emails)
+        cursor = uow.db.contacts.find({"tenant_id": tenant_id, **clause}, session=uow.session).limit(
+            CANDIDATE_SCAN
+        )
+        for doc in await cursor.to_list(length=CANDIDATE_SCAN):
+            if doc.get("state") == "active":
+                found[doc["_id"]] = doc
     return sorted(
         found.values(), key=lambda d: as_utc(d.get("last_activity_at") or d["created_at"]), reverse=True
     )
@@ -117,14 +120,34 @@ async def capture(uow: UnitOfWork, env: Envelope) -> None:
     if candidates:
         contact = candidates[0]
         if len(candidates) > 1:
+            ids = sorted(c["_id"] for c in candidates[:5])
             await uow.db.possible_duplicates.update_one(
-                {"tenant_id": tenant, "ids": sorted(c["_id"] for c in candidates[:5])},
-                {"$setOnInsert": {"_id": new_id(), "created_at": uow.now, "reason": "shared identity"}},
+                {"_id": f"{tenant}:{'|'.join(ids)}"},
+                {
+                    "$setOnInsert": {
+                        "tenant_id": tenant,
+                        "ids": ids,
+                        "created_at": uow.now,
+                        "reason": "shared identity",
+                    }
+                },
                 upsert=True,
                 session=uow.session,
             )
         await _record(uow, env, ic, key, contact, new_contact=False)
         return
+
+    if ic.subject_key:  # a later event of a call already on a card (its sender may be unknown)
+        known = await uow.db.timeline.find_one(
+            {"tenant_id": tenant, "subject_key": ic.subject_key}, {"contact_id": 1}, session=uow.session
+        )
+        if known is not None:
+            owner = await uow.db.contacts.find_one(
+                {"_id": known["contact_id"], "tenant_id": tenant}, session=uow.session
+            )
+            if owner is not None and owner.get("state") == "active":
+                await _record(uow, env, ic, key, owner, new_contact=False)
+                return
 
     if ic.intake == "inbox":
         await _open_inbox_item(uow, env, ic, key)
@@ -185,22 +208,48 @@ async def create_contact_doc(
         "source": source,
         "state": "active",
         "search": search_words(name, phones, emails),
+        "name_key": name_key(name),
         "created_at": now,
         "updated_at": now,
         "last_activity_at": now,
         **(extra or {}),
     }
     if claim_identities and (phones or emails):
+        await claim_identities_for(uow, tenant, contact["_id"], phones, emails)
+    await uow.db.contacts.insert_one(contact, session=uow.session)
+    return contact
+
+
+async def claim_identities_for(
+    uow: UnitOfWork, tenant: str, contact_id: str, phones: list[str], emails: list[str]
+) -> None:
+    """Claim phones/emails for ``contact_id``. A claim whose contact no longer holds that identity
+    (edited, merged away, erased) is taken over; a live claim means another capture won the race."""
+    wanted = {f"{tenant}:p:{p}": ("phones", p) for p in phones}
+    wanted.update({f"{tenant}:e:{e}": ("emails", e) for e in emails})
+    claims = await uow.db.identities.find({"_id": {"$in": list(wanted)}}, session=uow.session).to_list(
+        length=len(wanted)
+    )
+    for claim in claims:
+        field, value = wanted[claim["_id"]]
+        if claim["contact_id"] == contact_id:
+            continue
+        holder = await uow.db.contacts.find_one(
+            {"_id": claim["contact_id"], "tenant_id": tenant}, {"state": 1, field: 1}, session=uow.session
+        )
+        if holder is not None and holder.get("state") == "active" and value in holder.get(field, []):
+            raise IdentityRace()
+        await uow.db.identities.update_one(
+            {"_id": claim["_id"]}, {"$set": {"contact_id": contact_id}}, session=uow.session
+        )
+    fresh = [i for i in wanted if i not in {c["_id"] for c in claims}]
+    if fresh:
         try:
             await uow.db.identities.insert_many(
-                [{"_id": f"{tenant}:p:{p}", "contact_id": contact["_id"]} for p in phones]
-                + [{"_id": f"{tenant}:e:{e}", "contact_id": contact["_id"]} for e in emails],
-                session=uow.session,
+                [{"_id": i, "contact_id": contact_id} for i in fresh], session=uow.session
             )
         except DuplicateKeyError as exc:
             raise IdentityRace() from exc
-    await uow.db.contacts.insert_one(contact, session=uow.session)
-    return contact
 
 
 class IdentityRace(Exception):

@@ -40,6 +40,12 @@ def search_words(name: str | None, phones: list[str], emails: list[str]) -> list
     return sorted(words)
 
 
+def name_key(name: str | None) -> str | None:
+    """A name in one comparable form: lower case, ё → е, words sorted (``Петров Иван`` == ``иван петров``)."""
+    words = sorted({w.replace("ё", "е") for w in name_words(name)})
+    return " ".join(words) or None
+
+
 def normalize_identities(
     phones: list[str], emails: list[str], region: str
 ) -> tuple[list[str], list[str], dict[str, str]]:
@@ -93,6 +99,40 @@ def timeline_view(doc: dict[str, Any]) -> dict[str, Any]:
         "direction": doc["direction"],
         "occurred_at": iso(doc["occurred_at"]),
         "channel_id": doc.get("channel_id"),
-        "summary": doc.get("summary", ""),
-        "data": doc.get("data", {}),
+        "summary": doc.get("summary") or "",
+        "data": doc.get("data") or {},
+    }
+
+
+def inbox_view(doc: dict[str, Any]) -> dict[str, Any]:
+    sender = doc.get("sender") or {}
+    inter = doc.get("interaction") or {}
+    return {
+        "id": doc["_id"],
+        "status": doc["status"],
+        "channel_id": doc.get("channel_id"),
+        "channel_kind": doc.get("channel_kind"),
+        "received_at": iso(doc.get("received_at")),
+        "sender": {
+            "name": sender.get("name"),
+            "phones": sender.get("phones", []),
+            "emails": sender.get("emails", []),
+        },
+        "interaction": timeline_view({**inter, "_id": doc.get("interaction_id") or doc["_id"]}),
+        "contact_id": doc.get("contact_id"),
+        "resolved_at": iso(doc.get("resolved_at")),
+    }
+
+
+def company_view(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": doc["_id"],
+        "name": doc.get("name"),
+        "domain": doc.get("domain"),
+        "phones": doc.get("phones", []),
+        "emails": doc.get("emails", []),
+        "owner_id": doc.get("owner_id"),
+        "tags": doc.get("tags", []),
+        "created_at": iso(doc.get("created_at")),
+        "updated_at": iso(doc.get("updated_at")),
     }
