@@ -173,7 +173,7 @@ def create_app(
     app.add_middleware(Idempotency, collection=lambda: identity.db.idempotency, clock=hub.runtime.clock)
     app.add_middleware(ContentType)
     app.add_middleware(RateLimit, rate=settings.rate_limit, burst=settings.burst)
-    app.add_middleware(BodyLimit, max_body=settings.max_body)
+    app.add_middleware(BodyLimit, max_body=settings.max_body, streamed_max_body=settings.max_import_body)
     app.add_middleware(MetricsMiddleware, metrics=lambda: identity.metrics)
     return app
 

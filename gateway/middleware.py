@@ -44,14 +44,19 @@ class TooLarge(Exception):
     pass
 
 
-class BodyLimit:
-    def __init__(self, app: ASGIApp, max_body: int) -> None:
-        self.app = app
-        self.max_body = max_body
+STREAMED_PATHS = ("/api/v1/contacts/import",)
+"""Routes that stream their body (CSV import): their own, larger limit; never buffered whole."""
 
-    def _error(self) -> AppError:
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, max_body: int, streamed_max_body: int | None = None) -> None:
+        self.app = app
+        self.default_max = max_body
+        self.streamed_max = streamed_max_body or max_body
+
+    def _error(self, limit: int) -> AppError:
         return AppError(
-            f"The request body exceeds {self.max_body} bytes.",
+            f"The request body exceeds {limit} bytes.",
             status=413,
             code="payload_too_large",
             title="Payload too large",
@@ -61,9 +66,10 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.streamed_max if scope["path"] in STREAMED_PATHS else self.default_max
         length = _header(scope, b"content-length")
-        if length and length.isdigit() and int(length) > self.max_body:
-            await send_problem(send, self._error())
+        if length and length.isdigit() and int(length) > limit:
+            await send_problem(send, self._error(limit))
             return
         seen = 0
         started = False
@@ -73,7 +79,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_body:
+                if seen > limit:
                     raise TooLarge
             return message
 
@@ -87,7 +93,7 @@ class BodyLimit:
             await self.app(scope, limited_receive, tracking_send)
         except TooLarge:
             if not started:
-                await send_problem(send, self._error())
+                await send_problem(send, self._error(limit))
 
 
 class RateLimit:
@@ -146,7 +152,12 @@ class Idempotency:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         idem = _header(scope, b"idempotency-key") if scope["type"] == "http" else None
-        if not idem or scope["method"] != "POST" or not scope["path"].startswith("/api/"):
+        if (
+            not idem
+            or scope["method"] != "POST"
+            or not scope["path"].startswith("/api/")
+            or scope["path"] in STREAMED_PATHS  # a streamed import is not buffered; it dedupes itself
+        ):
             await self.app(scope, receive, send)
             return
         auth = _header(scope, b"authorization") or ""
@@ -260,10 +271,12 @@ class ContentType:
             return length.strip() not in ("", "0")
         return _header(scope, b"transfer-encoding") is not None
 
-    def acceptable(self, content_type: str | None) -> bool:
+    def acceptable(self, content_type: str | None, path: str = "") -> bool:
         if not content_type:
             return False
         media = content_type.split(";", 1)[0].strip().lower()
+        if path in STREAMED_PATHS and media in ("text/csv", "application/octet-stream", "text/plain"):
+            return True
         return media == "application/json" or media.endswith("+json") or media in self.allowed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -272,7 +285,7 @@ class ContentType:
             and scope["method"] in ("POST", "PUT", "PATCH")
             and scope["path"].startswith(self.prefix)
             and self.has_body(scope)
-            and not self.acceptable(_header(scope, b"content-type"))
+            and not self.acceptable(_header(scope, b"content-type"), scope["path"])
         ):
             await send_problem(
                 send,

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     """Requests per second per API key (token bucket; burst = 2x)."""
     rate_burst: int | None = None
     max_body: int = 1024 * 1024
+    max_import_body: int = 256 * 1024 * 1024
+    """Body limit of the streamed CSV import (``POST /api/v1/contacts/import``)."""
     secret_key: str | None = None
     """Fernet key for secrets at rest; unset = generated once under ``data_dir``."""
     rpc_timeout_s: float = 10.0

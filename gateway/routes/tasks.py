@@ -281,7 +281,10 @@ async def delete_rule(rule_id: str, p: Auth, gw: GW) -> None:
 @router.get(
     "/calendar.ics",
     response_class=Response,
-    responses={200: {"content": {"text/calendar": {}}, "description": "iCalendar feed"}},
+    responses={
+        200: {"content": {"text/calendar": {}}, "description": "iCalendar feed"},
+        404: {"content": {"application/problem+json": {}}, "description": "No user has this feed token"},
+    },
     tags=["tasks"],
 )
 async def calendar_feed(gw: GW, token: TokenQuery = None) -> Response:

@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from tests.support.hub import Api, HubProcess, eventually
+from tests.support.hub import Api, HubProcess, eventually, touches
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +53,7 @@ def test_urlencoded_form_creates_contact_found_by_any_phone_format(admin: Api, h
     assert contact["source"]["channel_id"] == channel["id"]
     assert find_by_phone(admin, "+7 916 555 12 34")[0]["id"] == contact["id"]
 
-    tl = admin.get(f"/api/v1/contacts/{contact['id']}/timeline").json()["items"]
+    tl = touches(admin, contact["id"])
     assert len(tl) == 1
     item = tl[0]
     assert item["kind"] == "form" and item["direction"] == "in"
@@ -73,7 +73,7 @@ def test_json_form_posted_twice_with_same_submission_gives_one_item(admin: Api) 
     contact = eventually(lambda: find_by_phone(admin, "+442079460018"))[0]
 
     def timeline_settled() -> list[dict]:
-        items = admin.get(f"/api/v1/contacts/{contact['id']}/timeline").json()["items"]
+        items = touches(admin, contact["id"])
         return items if items else []
 
     items = eventually(timeline_settled)
@@ -82,8 +82,8 @@ def test_json_form_posted_twice_with_same_submission_gives_one_item(admin: Api) 
         lambda: (c := admin.get(f"/api/v1/channels/{channel['id']}").json())["health"]["received"] == 2 and c
     )
     assert ch["health"]["received"] == 2
-    eventually(lambda: len(admin.get(f"/api/v1/contacts/{contact['id']}/timeline").json()["items"]) == 1)
-    items = admin.get(f"/api/v1/contacts/{contact['id']}/timeline").json()["items"]
+    eventually(lambda: len(touches(admin, contact["id"])) == 1)
+    items = touches(admin, contact["id"])
     assert len(items) == 1
     assert items[0]["data"]["fields"]["contact.phone"] == "+44 20 7946 0018"
 

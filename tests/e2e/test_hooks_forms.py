@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.hub import Api, eventually
+from tests.support.hub import Api, eventually, touches
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +38,7 @@ def contacts(admin: Api, **params: str) -> list[dict[str, Any]]:
 
 
 def timeline(admin: Api, contact_id: str) -> list[dict[str, Any]]:
-    return admin.get(f"/api/v1/contacts/{contact_id}/timeline").json()["items"]
+    return touches(admin, contact_id)
 
 
 def health(admin: Api, channel_id: str) -> dict[str, Any]:

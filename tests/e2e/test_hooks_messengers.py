@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.hub import Api, eventually
+from tests.support.hub import Api, eventually, touches
 
 pytestmark = pytest.mark.e2e
 
@@ -56,14 +56,14 @@ def test_telegram_client_message_sharing_a_contact_becomes_a_message_interaction
         items = admin.get("/api/v1/contacts", params={"phone": "+79161234567"}).json()["items"]
         if len(items) != 1:
             return None
-        return items[0], admin.get(f"/api/v1/contacts/{items[0]['id']}/timeline").json()["items"]
+        return items[0], touches(admin, items[0]["id"])
 
     contact, timeline = eventually(found)
     assert contact["name"] == "Иван Петров"
     assert contact["source"]["kind"] == "telegram"
     eventually(lambda: health(admin, channel["id"])["received"] == 2)
     time.sleep(0.3)
-    timeline = admin.get(f"/api/v1/contacts/{contact['id']}/timeline").json()["items"]
+    timeline = touches(admin, contact["id"])
     assert len(timeline) == 1
     item = timeline[0]
     assert item["kind"] == "message" and item["direction"] == "in"
@@ -84,7 +84,7 @@ def test_telegram_text_message_keeps_text_and_bot_messages_create_nothing(admin:
 
     contacts = eventually(found)
     assert len(contacts) == 1 and contacts[0]["name"] == "Иван Петров"
-    item = eventually(lambda: admin.get(f"/api/v1/contacts/{contacts[0]['id']}/timeline").json()["items"])[0]
+    item = eventually(lambda: touches(admin, contacts[0]["id"]))[0]
     assert item["kind"] == "message"
     assert item["data"]["text"] == "Здравствуйте! Сколько стоит доставка?"
     assert "Сколько стоит доставка" in item["summary"]

@@ -19,7 +19,7 @@ import pytest
 from services.connectors.adapters.mango import mango_sign
 from services.connectors.adapters.twilio import twilio_signature
 from services.connectors.adapters.zadarma import zadarma_signature
-from tests.support.hub import Api, eventually
+from tests.support.hub import Api, eventually, touches
 
 pytestmark = pytest.mark.e2e
 
@@ -46,9 +46,7 @@ def contacts(admin: Api) -> list[dict[str, Any]]:
 
 
 def timeline(admin: Api, contact_id: str) -> list[dict[str, Any]]:
-    r = admin.get(f"/api/v1/contacts/{contact_id}/timeline")
-    assert r.status_code == 200, r.text
-    return r.json()["items"]
+    return touches(admin, contact_id)
 
 
 def health(admin: Api, channel_id: str) -> dict[str, Any]:

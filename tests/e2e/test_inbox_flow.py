@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from shared.bus import Topology
-from tests.support.hub import Api, HubProcess, eventually
+from tests.support.hub import Api, HubProcess, eventually, touches
 
 pytestmark = pytest.mark.e2e
 
@@ -36,9 +36,7 @@ def pending(admin: Api, n: int) -> list[dict[str, Any]]:
 
 
 def timeline(admin: Api, contact_id: str) -> list[dict[str, Any]]:
-    r = admin.get(f"/api/v1/contacts/{contact_id}/timeline")
-    assert r.status_code == 200, r.text
-    return r.json()["items"]
+    return touches(admin, contact_id)
 
 
 def test_unknown_sender_waits_in_the_inbox_and_accept_creates_the_contact(admin: Api) -> None:

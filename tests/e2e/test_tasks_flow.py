@@ -14,7 +14,7 @@ import httpx
 import pytest
 from icalendar import Calendar
 
-from tests.support.hub import Api, eventually
+from tests.support.hub import Api, eventually, touches
 
 pytestmark = pytest.mark.e2e
 
@@ -113,7 +113,7 @@ def test_missed_call_from_a_known_contact_goes_to_its_owner_not_the_channel_owne
     post_hook(channel, cdr("89032223344", "ANSWERED", datetime.now(UTC)))  # answered: no task
     [task] = eventually(lambda: tasks_of(admin, contact_id=contact["id"]))
     eventually(lambda: received(admin, channel) == 2)
-    eventually(lambda: len(admin.get(f"/api/v1/contacts/{contact['id']}/timeline").json()["items"]) == 2)
+    eventually(lambda: len(touches(admin, contact["id"])) == 2)
     time.sleep(0.5)
     [task] = tasks_of(admin, contact_id=contact["id"])
     assert task["assignee_id"] == owner_id
@@ -165,7 +165,7 @@ def test_custom_rule_with_conditions_creates_tasks_only_when_they_hold(admin: Ap
     assert task["assignee_id"] == senior_id
     assert datetime.fromisoformat(task["due_at"]) == started + timedelta(minutes=30)
     assert task["caused_by_rule"] == created["id"]
-    eventually(lambda: admin.get(f"/api/v1/contacts/{answered['id']}/timeline").json()["items"])
+    eventually(lambda: touches(admin, answered["id"]))
     time.sleep(0.5)
     assert tasks_of(admin, contact_id=answered["id"]) == []
 
@@ -181,7 +181,7 @@ def test_custom_rule_with_conditions_creates_tasks_only_when_they_hold(admin: Ap
     for phone in ("+79165550003", "+79165550004"):
         later.append(eventually(lambda phone=phone: contact_by_phone(admin, phone)))  # type: ignore[misc]
     for c in later:
-        eventually(lambda c=c: admin.get(f"/api/v1/contacts/{c['id']}/timeline").json()["items"])  # type: ignore[misc]
+        eventually(lambda c=c: touches(admin, c["id"]))  # type: ignore[misc]
     time.sleep(0.5)
     assert all(tasks_of(admin, contact_id=c["id"]) == [] for c in later)
 

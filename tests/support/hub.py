@@ -133,3 +133,11 @@ def eventually(fn: Callable[[], T | None], timeout: float = 15.0, interval: floa
             last = exc
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+def touches(api: Api, contact_id: str) -> list[dict[str, Any]]:
+    """A contact's timeline without the task and deal items that rules and deals add beside the
+    touches (a missed call also gets its call-back task there)."""
+    r = api.get(f"/api/v1/contacts/{contact_id}/timeline", params={"limit": 500})
+    assert r.status_code == 200, r.text
+    return [i for i in r.json()["items"] if i["kind"] not in ("task", "deal")]
