@@ -24,6 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 bench: $(STAMP)  ## performance harness (not part of make test)
+	$(BIN)/python -m tests.perf.hooks
 	$(BIN)/python -m tests.perf.bench
 
 clean:

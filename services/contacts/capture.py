@@ -31,8 +31,15 @@ CANDIDATE_SCAN = 50
 
 
 def merge_data(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """Fold a later-or-earlier event of the same subject into the item's data."""
+    """Fold a later-or-earlier event of the same subject into the item's data.
+
+    A final call status never goes back to a non-final one. A different final status replaces the
+    old one with its own duration: connectors publish each call event with the verdict of every leg
+    seen so far (a caller leg ``completed`` becomes ``missed`` once the dialled leg said no-answer),
+    so the newer verdict knows more."""
     out = dict(old)
+    if new.get("status") in FINAL_CALL and old.get("status") in FINAL_CALL and new["status"] != old["status"]:
+        out.pop("duration_s", None)
     for key, value in new.items():
         if value is None:
             continue
@@ -80,8 +87,8 @@ async def upsert_timeline_item(
             return existing, False, False
         occurred = min(as_utc(existing["occurred_at"]), ic.occurred_at)
         data = merge_data(existing.get("data", {}), ic.data)
-        final_now = (
-            data.get("status") in FINAL_CALL and existing.get("data", {}).get("status") not in FINAL_CALL
+        final_now = data.get("status") in FINAL_CALL and data.get("status") != existing.get("data", {}).get(
+            "status"
         )
         summary = ic.summary if final_now or not existing.get("summary") else existing["summary"]
         update = {

@@ -124,6 +124,7 @@ class ContactsService(Service):
 
     def setup(self) -> None:
         self.on("interaction.captured", self.on_captured)
+        self.on("rule.assign_owner_requested", self.on_rule_assign_owner)
         for event_type in (*DEAL_EVENTS, *TASK_EVENTS):
             self.on(event_type, self.on_activity)
         for name in (
@@ -164,6 +165,32 @@ class ContactsService(Service):
             except IdentityRace:
                 if attempt == 2:
                     raise
+
+    async def on_rule_assign_owner(self, env: Envelope) -> None:
+        """An automation rule gives a contact to a user (a deal's owner is the deals service's)."""
+        p = env.payload
+        if not p.get("contact_id") or p.get("deal_id"):
+            return
+        causation = {k: p.get(k) for k in ("caused_by_rule", "rule_chain", "caused_by_subject")}
+
+        async def unit(uow: UnitOfWork) -> None:
+            contact = await self._resolve(uow, env.tenant_id, str(p["contact_id"]))
+            if contact is None or contact.get("owner_id") == p.get("user_id"):
+                return
+            await uow.db.contacts.update_one(
+                {"_id": contact["_id"], "tenant_id": env.tenant_id},
+                {"$set": {"owner_id": p["user_id"], "updated_at": uow.now}},
+                session=uow.session,
+            )
+            uow.emit(
+                "contact.updated",
+                env.tenant_id,
+                {"contact_id": contact["_id"], "owner_id": p["user_id"], "fields": ["owner_id"], **causation},
+                caused_by=env,
+                idempotency_key=str(p.get("action_key")),
+            )
+
+        await self.store.consume(env, "contacts.rule_assign_owner", unit)
 
     async def on_activity(self, env: Envelope) -> None:
         """A deal or task event naming a contact becomes an item on that contact's timeline."""
@@ -482,7 +509,7 @@ class ContactsService(Service):
             uow.emit(
                 "contact.updated",
                 tenant,
-                {"contact_id": doc["_id"], "fields": sorted(k for k in changes)},
+                {"contact_id": doc["_id"], "owner_id": merged.get("owner_id"), "fields": sorted(changes)},
             )
 
         await self.store.atomic(unit)
@@ -498,7 +525,11 @@ class ContactsService(Service):
                 session=uow.session,
             )
             await uow.db.identities.delete_many({"contact_id": doc["_id"]}, session=uow.session)
-            uow.emit("contact.deleted", doc["tenant_id"], {"contact_id": doc["_id"]})
+            uow.emit(
+                "contact.deleted",
+                doc["tenant_id"],
+                {"contact_id": doc["_id"], "owner_id": doc.get("owner_id")},
+            )
 
         await self.store.atomic(unit)
 
@@ -853,7 +884,7 @@ class ContactsService(Service):
         uow.emit(
             "contact.updated",
             target["tenant_id"],
-            {"contact_id": target["_id"], "fields": ["import"]},
+            {"contact_id": target["_id"], "owner_id": target.get("owner_id"), "fields": ["import"]},
         )
 
     # ---- companies --------------------------------------------------------------------------

@@ -133,10 +133,6 @@ def test_twilio_events_in_reverse_order_converge_to_the_missed_call(admin: Api) 
     assert got["item"]["data"]["leg"] in ("parent", "dial")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="contacts merge keeps the first final summary/duration when a later final status differs",
-)
 def test_twilio_reverse_order_summary_follows_the_missed_verdict(admin: Api) -> None:
     tw = fixture("twilio")
     channel = make_channel(admin, "twilio", {"auth_token": "tw-token"})

@@ -297,3 +297,38 @@ async def test_card_reads_and_searches_use_an_index(store: Store) -> None:
         plan = await real_db.command("explain", {"find": coll, "filter": flt}, verbosity="queryPlanner")
         text = repr(plan["queryPlanner"]["winningPlan"])
         assert "COLLSCAN" not in text, f"{coll} {flt} scans the collection: {text}"
+
+
+async def test_rule_assigns_the_contact_owner_once(store: Store) -> None:
+    broker = make_broker("amqp://guest:guest@127.0.0.1:5672/")  # never connected: store has no publisher
+    rt = Runtime(
+        settings=Settings(namespace="it"),
+        broker=broker,
+        topology=Topology("it"),
+        mongo=store.client,
+        publisher=EventPublisher(broker, Topology("it")),
+        clock=FrozenClock(T0),
+        secrets=SecretBox(Fernet.generate_key()),
+    )
+    svc = ContactsService(rt)
+    svc.store = store
+    await run(store, captured("t7", "k1", phones=["+79160000001"]))
+    (contact,) = await contacts_of(store, "t7")
+    command = make_event(
+        "rule.assign_owner_requested",
+        tenant_id="t7",
+        producer="tasks",
+        payload={
+            "contact_id": contact["_id"],
+            "user_id": "u-9",
+            "caused_by_rule": "r1",
+            "action_key": "rule:r1:e:0",
+        },
+    )
+    await svc.on_rule_assign_owner(command)
+    await svc.on_rule_assign_owner(command)
+    (contact,) = await contacts_of(store, "t7")
+    assert contact["owner_id"] == "u-9"
+    events = [d["envelope"] for d in await store.db.outbox.find({}).to_list(None)]
+    updated = [e for e in events if e["event_type"] == "contact.updated"]
+    assert len(updated) == 1 and updated[0]["payload"]["caused_by_rule"] == "r1"
