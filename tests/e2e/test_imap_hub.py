@@ -401,9 +401,14 @@ def test_restart_replicas_and_uidvalidity_change_produce_no_duplicates(
         _, new_uidvalidity = reset_uidvalidity(server, "INBOX")
         assert new_uidvalidity != old_uidvalidity
         wait_health(admin, cid, duplicates=4)
+        # the cursor moves to the new UIDVALIDITY at once, then up to the last message
         h = eventually(
-            lambda: (hh := health(admin, cid))["cursor"]["INBOX"]["uidvalidity"] == new_uidvalidity and hh,
-            timeout=10,
+            lambda: (
+                (hh := health(admin, cid))["cursor"]["INBOX"]["uidvalidity"] == new_uidvalidity
+                and hh["cursor"]["INBOX"]["last_uid"] == 4
+                and hh
+            ),
+            timeout=15,
         )
         assert h["cursor"]["INBOX"]["last_uid"] == 4
         assert h["received"] == 5
