@@ -56,6 +56,7 @@ REQUIRED_CONFIG: dict[str, tuple[str, ...]] = {"imap": ("host", "username")}
 CONSUMER_HOOKS = "connectors.hooks"
 PROBLEM = "application/problem+json"
 ENRICH_GIVE_UP = timedelta(hours=24)
+HEALTH_FLUSH_S = 0.5
 FINAL_CALL = ("answered", "missed", "busy", "failed")
 UNANSWERED = ("missed", "busy", "failed")
 
@@ -83,6 +84,8 @@ class ConnectorsService(Service):
         # First retry of a deferred enrichment (then doubling, capped at an hour). Tests shorten it.
         self.retry_first_s = self.settings.enrich_retry_s
         self._wake = asyncio.Event()
+        self._health_pending: dict[str, dict[str, dict[str, Any]]] = {}
+        self._health_wake = asyncio.Event()
         self.on("hook.received", self.on_hook_received, consumer=CONSUMER_HOOKS)
         self.on("tenant.settings_changed", self.on_settings_changed)
         self.mail = MailIngest(self)
@@ -93,6 +96,7 @@ class ConnectorsService(Service):
     async def on_start(self) -> None:
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
         self._tasks.append(asyncio.create_task(self._deferred_loop(), name="connectors-deferred"))
+        self._tasks.append(asyncio.create_task(self._health_loop(), name="connectors-health"))
         await self.mail.start()
 
     async def on_stop(self) -> None:
@@ -105,6 +109,7 @@ class ConnectorsService(Service):
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks.clear()
+        await self.flush_health()
         if self.http:
             await self.http.aclose()
 
@@ -114,6 +119,7 @@ class ConnectorsService(Service):
         return f"{self.settings.base_url}/hooks/{channel_id}"
 
     def view(self, doc: dict[str, Any]) -> dict[str, Any]:
+        doc = self._with_pending_health(doc)
         health = dict(doc.get("health") or {})
         for k in ("last_success_at", "last_error_at"):
             health[k] = iso(health.get(k))
@@ -244,14 +250,53 @@ class ConnectorsService(Service):
     async def _health(
         self, channel_id: str, ok: bool, error: str | None = None, counter: str | None = None
     ) -> None:
+        """Count a hook in the channel's health. Kept in memory and written every
+        ``HEALTH_FLUSH_S`` so that no database write sits between a hook and its 2xx; this
+        process's unwritten counts are added to what ``get_channel`` shows."""
         now = self.clock.now()
-        inc = {f"health.{counter or ('received' if ok else 'rejected')}": 1}
-        st: dict[str, Any] = (
-            {"health.last_success_at": now}
-            if ok
-            else {"health.last_error_at": now, "health.last_error": error}
-        )
-        await self.db.channels.update_one({"_id": channel_id}, {"$inc": inc, "$set": st})
+        pending = self._health_pending.setdefault(channel_id, {"inc": {}, "set": {}})
+        field = f"health.{counter or ('received' if ok else 'rejected')}"
+        pending["inc"][field] = pending["inc"].get(field, 0) + 1
+        if ok:
+            pending["set"]["health.last_success_at"] = now
+        else:
+            pending["set"].update({"health.last_error_at": now, "health.last_error": error})
+        self._health_wake.set()
+
+    async def flush_health(self) -> None:
+        pending, self._health_pending = self._health_pending, {}
+        for channel_id, change in pending.items():
+            try:
+                await self.db.channels.update_one(
+                    {"_id": channel_id}, {"$inc": change["inc"], "$set": change["set"]}
+                )
+            except Exception:
+                log.warning(
+                    "channel health not written; kept for the next pass", extra={"channel_id": channel_id}
+                )
+                again = self._health_pending.setdefault(channel_id, {"inc": {}, "set": {}})
+                for k, v in change["inc"].items():
+                    again["inc"][k] = again["inc"].get(k, 0) + v
+                again["set"] = {**change["set"], **again["set"]}
+
+    async def _health_loop(self) -> None:
+        while True:
+            await self._health_wake.wait()
+            self._health_wake.clear()
+            await asyncio.sleep(HEALTH_FLUSH_S)
+            await self.flush_health()
+
+    def _with_pending_health(self, doc: dict[str, Any]) -> dict[str, Any]:
+        change = self._health_pending.get(doc["_id"])
+        if not change:
+            return doc
+        health = dict(doc.get("health") or {})
+        for field, n in change["inc"].items():
+            key = field.removeprefix("health.")
+            health[key] = int(health.get(key) or 0) + n
+        for field, value in change["set"].items():
+            health[field.removeprefix("health.")] = value
+        return {**doc, "health": health}
 
     def ingress_app(self) -> FastAPI:
         """The HTTP app behind ``/hooks``: mounted by the gateway, or served on its own."""
