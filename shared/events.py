@@ -95,6 +95,8 @@ class SenderData(Payload):
     raw_phones: list[str] = Field(default_factory=list)
     """What could not be parsed as a phone, kept as text."""
     emails: list[str] = Field(default_factory=list)
+    handles: list[str] = Field(default_factory=list)
+    """Messenger identities ``<network>:<user id>`` (``telegram:123``, ``vk:456``)."""
 
 
 class InteractionCaptured(Payload):

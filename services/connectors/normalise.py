@@ -43,6 +43,9 @@ def normalise(item: Captured, channel: dict[str, Any], region: str) -> Interacti
             phones=phones,
             raw_phones=raw_phones,
             emails=emails,
+            handles=[
+                h for h in dict.fromkeys(clean_text(str(x), 100) or "" for x in item.sender.handles) if h
+            ],
         ),
         summary=clean_text(item.summary, 500) or "",
         data=data,

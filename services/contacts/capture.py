@@ -53,14 +53,17 @@ def merge_data(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 async def find_candidates(
-    uow: UnitOfWork, tenant_id: str, phones: list[str], emails: list[str]
+    uow: UnitOfWork, tenant_id: str, phones: list[str], emails: list[str], handles: list[str] | None = None
 ) -> list[dict[str, Any]]:
-    """Contacts sharing a phone or an email, most recently active first (index-backed lookups)."""
+    """Contacts sharing a phone, an email or a messenger handle, most recently active first
+    (index-backed lookups)."""
     ors: list[dict[str, Any]] = []
     if phones:
         ors.append({"phones": {"$in": phones}})
     if emails:
         ors.append({"emails": {"$in": emails}})
+    if handles:
+        ors.append({"handles": {"$in": handles}})
     found: dict[str, dict[str, Any]] = {}
     for clause in ors:  # one indexed query per identity kind: (tenant_id, phones) / (tenant_id, emails)
         cursor = uow.db.contacts.find({"tenant_id": tenant_id, **clause}, session=uow.session).limit(
@@ -72,6 +75,29 @@ async def find_candidates(
     return sorted(
         found.values(), key=lambda d: as_utc(d.get("last_activity_at") or d["created_at"]), reverse=True
     )
+
+
+async def learn_identities(
+    uow: UnitOfWork, contact: dict[str, Any], phones: list[str], emails: list[str], handles: list[str]
+) -> None:
+    """The only contact that matched a touch learns the touch's other phones, emails and handles
+    (a Telegram user who shares a phone, a known caller who leaves an email in a form). Only when
+    exactly one contact matched: no other active contact holds any of them, so nothing is taken
+    from another card."""
+    new = {
+        "phones": [p for p in phones if p not in contact.get("phones", [])],
+        "emails": [e for e in emails if e not in contact.get("emails", [])],
+        "handles": [h for h in handles if h not in contact.get("handles", [])],
+    }
+    if not any(new.values()):
+        return
+    merged = {k: [*contact.get(k, []), *v] for k, v in new.items()}
+    await uow.db.contacts.update_one(
+        {"_id": contact["_id"], "tenant_id": contact["tenant_id"]},
+        {"$set": {**merged, "search": search_words(contact.get("name"), merged["phones"], merged["emails"])}},
+        session=uow.session,
+    )
+    contact.update(merged)
 
 
 async def upsert_timeline_item(
@@ -121,11 +147,13 @@ async def capture(uow: UnitOfWork, env: Envelope) -> None:
     ic: InteractionCaptured = env.parsed()
     tenant = env.tenant_id
     key = env.idempotency_key or env.event_id
-    phones, emails = list(ic.sender.phones), list(ic.sender.emails)
-    candidates = await find_candidates(uow, tenant, phones, emails)
+    phones, emails, handles = list(ic.sender.phones), list(ic.sender.emails), list(ic.sender.handles)
+    candidates = await find_candidates(uow, tenant, phones, emails, handles)
 
     if candidates:
         contact = candidates[0]
+        if len(candidates) == 1:
+            await learn_identities(uow, contact, phones, emails, handles)
         if len(candidates) > 1:
             ids = sorted(c["_id"] for c in candidates[:5])
             await uow.db.possible_duplicates.update_one(
@@ -168,7 +196,7 @@ async def capture(uow: UnitOfWork, env: Envelope) -> None:
         emails=emails,
         owner_id=ic.channel_owner_id,
         source=source_of(ic.channel_id, ic.channel_kind, ic.utm),
-        extra={"raw_phones": list(ic.sender.raw_phones)},
+        extra={"raw_phones": list(ic.sender.raw_phones), "handles": handles},
     )
     uow.emit(
         "contact.created",
@@ -221,19 +249,26 @@ async def create_contact_doc(
         "last_activity_at": now,
         **(extra or {}),
     }
-    if claim_identities and (phones or emails):
-        await claim_identities_for(uow, tenant, contact["_id"], phones, emails)
+    handles = list(contact.get("handles") or [])
+    if claim_identities and (phones or emails or handles):
+        await claim_identities_for(uow, tenant, contact["_id"], phones, emails, handles)
     await uow.db.contacts.insert_one(contact, session=uow.session)
     return contact
 
 
 async def claim_identities_for(
-    uow: UnitOfWork, tenant: str, contact_id: str, phones: list[str], emails: list[str]
+    uow: UnitOfWork,
+    tenant: str,
+    contact_id: str,
+    phones: list[str],
+    emails: list[str],
+    handles: list[str] | None = None,
 ) -> None:
     """Claim phones/emails for ``contact_id``. A claim whose contact no longer holds that identity
     (edited, merged away, erased) is taken over; a live claim means another capture won the race."""
     wanted = {f"{tenant}:p:{p}": ("phones", p) for p in phones}
     wanted.update({f"{tenant}:e:{e}": ("emails", e) for e in emails})
+    wanted.update({f"{tenant}:h:{h}": ("handles", h) for h in handles or ()})
     claims = await uow.db.identities.find({"_id": {"$in": list(wanted)}}, session=uow.session).to_list(
         length=len(wanted)
     )

@@ -85,6 +85,7 @@ class ContactsService(Service):
         "contacts": [
             IndexModel([("tenant_id", ASCENDING), ("phones", ASCENDING)]),
             IndexModel([("tenant_id", ASCENDING), ("emails", ASCENDING)]),
+            IndexModel([("tenant_id", ASCENDING), ("handles", ASCENDING)]),
             IndexModel([("tenant_id", ASCENDING), ("search", ASCENDING)]),
             IndexModel([("tenant_id", ASCENDING), ("name_key", ASCENDING)]),
             IndexModel([("tenant_id", ASCENDING), ("owner_id", ASCENDING), ("_id", DESCENDING)]),
@@ -620,6 +621,7 @@ class ContactsService(Service):
             "raw_phones": list(
                 dict.fromkeys([*survivor.get("raw_phones", []), *other.get("raw_phones", [])])
             ),
+            "handles": list(dict.fromkeys([*survivor.get("handles", []), *other.get("handles", [])])),
             "tags": sorted({*survivor.get("tags", []), *other.get("tags", [])}),
             "custom": {**(other.get("custom") or {}), **(survivor.get("custom") or {})},
             "company_id": survivor.get("company_id") or other.get("company_id"),
@@ -651,6 +653,7 @@ class ContactsService(Service):
                         "phones": [],
                         "emails": [],
                         "raw_phones": [],
+                        "handles": [],
                         "custom": {},
                         "tags": [],
                         "search": [],
@@ -744,6 +747,7 @@ class ContactsService(Service):
                         "phones": [],
                         "emails": [],
                         "raw_phones": [],
+                        "handles": [],
                         "custom": {},
                         "tags": [],
                         "search": [],
@@ -1184,7 +1188,10 @@ class ContactsService(Service):
                     emails=emails,
                     owner_id=owner,
                     source=source_of(item.get("channel_id"), item.get("channel_kind"), item.get("utm")),
-                    extra={"raw_phones": list(sender.get("raw_phones", []))},
+                    extra={
+                        "raw_phones": list(sender.get("raw_phones", [])),
+                        "handles": list(sender.get("handles", [])),
+                    },
                 )
                 uow.emit(
                     "contact.created",
@@ -1247,6 +1254,7 @@ class ContactsService(Service):
                 raise Conflict("This inbox item was resolved meanwhile.")
             phones = list(dict.fromkeys([*contact.get("phones", []), *sender.get("phones", [])]))
             emails = list(dict.fromkeys([*contact.get("emails", []), *sender.get("emails", [])]))
+            handles = list(dict.fromkeys([*contact.get("handles", []), *sender.get("handles", [])]))
             name = contact.get("name") or sender.get("name")
             await uow.db.contacts.update_one(
                 {"_id": contact["_id"]},
@@ -1254,6 +1262,7 @@ class ContactsService(Service):
                     "$set": {
                         "phones": phones,
                         "emails": emails,
+                        "handles": handles,
                         "name": name,
                         "name_key": name_key(name),
                         "search": search_words(name, phones, emails),

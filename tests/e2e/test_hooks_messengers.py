@@ -110,3 +110,38 @@ def test_telegram_channel_without_a_secret_token_is_refused(admin: Api) -> None:
     )
     assert r.status_code == 422
     assert "secrets.secret_token" in r.json()["errors"]
+
+
+def test_the_same_telegram_user_is_one_contact_across_messages_and_a_later_shared_phone(admin: Api) -> None:
+    """No phone, no email: the Telegram user id is the identity, so a second message (under another
+    display name) lands on the same card, and the phone shared later is added to it."""
+    import copy
+
+    channel = make_channel(admin)
+    first = copy.deepcopy(updates()["text_message"])
+    user_id = first["message"]["from"]["id"]
+    second = copy.deepcopy(first)
+    second["update_id"] += 1
+    second["message"]["message_id"] += 1
+    second["message"]["text"] = "И ещё вопрос"
+    second["message"]["from"]["first_name"] = "Ваня"
+    shared = copy.deepcopy(updates()["contact_shared"])
+    shared["update_id"] = first["update_id"] + 2
+    shared["message"]["message_id"] = first["message"]["message_id"] + 2
+    shared["message"]["from"]["id"] = user_id
+    shared["message"]["contact"]["user_id"] = user_id
+    for update in (first, second, shared):
+        assert post(channel, update).status_code == 200
+        # in order, as Telegram delivers one update at a time per bot
+        eventually(lambda u=update: health(admin, channel["id"])["received"] >= 1 and u)
+        time.sleep(0.5)
+
+    contacts = eventually(
+        lambda: admin.get("/api/v1/contacts", params={"phone": "+79161234567"}).json()["items"]
+    )
+    assert len(contacts) == 1
+    items = eventually(lambda: (t := touches(admin, contacts[0]["id"])) and len(t) == 3 and t)
+    assert sorted(i["data"]["message_id"] for i in items) == [
+        first["message"]["message_id"] + n for n in range(3)
+    ]
+    assert len(admin.get("/api/v1/contacts").json()["items"]) == 1

@@ -344,7 +344,12 @@ def looks_like_email(value: str) -> bool:
     return len(value) <= 254 and bool(_EMAIL.match(value))
 
 
-def build_sender(name: str | None, phones: Iterable[str | None], emails: Iterable[str | None]) -> Sender:
+def build_sender(
+    name: str | None,
+    phones: Iterable[str | None],
+    emails: Iterable[str | None],
+    handles: Iterable[str] = (),
+) -> Sender:
     ph: list[str] = []
     for p in phones:
         if p and looks_like_phone(p.strip()) and p.strip() not in ph:
@@ -354,7 +359,7 @@ def build_sender(name: str | None, phones: Iterable[str | None], emails: Iterabl
         if e and looks_like_email(e.strip()) and e.strip() not in em:
             em.append(e.strip())
     nm = clean_text(name, MAX_NAME_CHARS) if name else None
-    return Sender(name=nm or None, phones=tuple(ph), emails=tuple(em))
+    return Sender(name=nm or None, phones=tuple(ph), emails=tuple(em), handles=tuple(handles))
 
 
 def sender_from_fields(idx: FieldIndex) -> Sender:

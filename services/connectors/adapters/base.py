@@ -80,6 +80,9 @@ class Sender:
     name: str | None = None
     phones: tuple[str, ...] = ()
     emails: tuple[str, ...] = ()
+    handles: tuple[str, ...] = ()
+    """Messenger identities, ``<network>:<user id>`` (``telegram:123``, ``vk:456``): people who
+    write without ever giving a phone are still recognised the next time."""
 
 
 @dataclass(frozen=True)

@@ -130,10 +130,16 @@ class TelegramAdapter:
             kind="message",
             direction="in",
             occurred_at=sent or utc(now),
-            sender=Sender(name=name, phones=phones(phone)),
+            sender=Sender(name=name, phones=phones(phone), handles=handles_of(sender)),
             summary=summary,
             data=data,
         )
 
 
 ADAPTER = TelegramAdapter()
+
+
+def handles_of(sender: Mapping[str, Any]) -> tuple[str, ...]:
+    """``telegram:<user id>``: the same person in any chat, whatever name they show."""
+    user_id = _int_id(sender.get("id"))
+    return (f"telegram:{user_id}",) if user_id is not None else ()

@@ -139,8 +139,13 @@ class VkAdapter:
             if key and text:
                 by_key.setdefault(key.lower(), text)
         name = " ".join(by_key[k] for k in ("first_name", "patronymic_name", "last_name") if by_key.get(k))
-        sender = fu.build_sender(name or None, [by_key.get("phone_number")], [by_key.get("email")])
         user_id = _int_id(obj.get("user_id"))
+        sender = fu.build_sender(
+            name or None,
+            [by_key.get("phone_number")],
+            [by_key.get("email")],
+            [f"vk:{user_id}"] if user_id else [],
+        )
         if not fu.has_contact(sender) and not user_id:
             raise fu.no_contact()
         grp = _int_id(obj.get("group_id")) or group_id or ""
@@ -199,7 +204,7 @@ class VkAdapter:
             kind="message",
             direction="in",
             occurred_at=fu.parse_time(msg.get("date"), now),
-            sender=fu.build_sender(None, [], []),
+            sender=fu.build_sender(None, [], [], [f"vk:{from_id}"] if is_user else []),
             summary=summary,
             data={
                 "text": text,
