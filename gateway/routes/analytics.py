@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.deps import GW, Auth
+from gateway.lookup import pick
 
 router = APIRouter(prefix="/api/v1", tags=["analytics"])
 
@@ -53,6 +54,11 @@ class CostIn(BaseModel):
     currency: str = Field(default="RUB", pattern=r"^[A-Z]{3}$")
 
 
+def _money(body: PlanIn | CostIn) -> dict[str, Any]:
+    """Money as a decimal string with two places (``"1999.99"``)."""
+    return {**body.model_dump(mode="json"), "amount": str(body.amount.quantize(Decimal("0.01")))}
+
+
 @router.get("/reports/{name}", responses={200: {"content": {"text/csv": {}}}})
 async def report(
     p: Auth,
@@ -89,7 +95,7 @@ async def report(
 async def create_plan(body: PlanIn, p: Auth, gw: GW) -> Any:
     """A sales plan for a month (optionally per owner and pipeline); `plan-vs-actual` reads it."""
     p.require("admin")
-    return await gw.call("analytics", "create_plan", p, body=body.model_dump(mode="json"))
+    return await gw.call("analytics", "create_plan", p, body=_money(body))
 
 
 @router.get("/plans")
@@ -97,13 +103,23 @@ async def list_plans(p: Auth, gw: GW) -> Any:
     return await gw.call("analytics", "list_plans", p)
 
 
+@router.get("/plans/{plan_id}")
+async def get_plan(plan_id: str, p: Auth, gw: GW) -> Any:
+    return pick(await gw.call("analytics", "list_plans", p), plan_id, "plan")
+
+
 @router.post("/marketing-costs", status_code=201)
 async def create_cost(body: CostIn, p: Auth, gw: GW) -> Any:
     """Spend per source and month: `sources` answers ROI and `ltv-cac` the acquisition cost from it."""
     p.require("admin")
-    return await gw.call("analytics", "create_cost", p, body=body.model_dump(mode="json"))
+    return await gw.call("analytics", "create_cost", p, body=_money(body))
 
 
 @router.get("/marketing-costs")
 async def list_costs(p: Auth, gw: GW) -> Any:
     return await gw.call("analytics", "list_costs", p)
+
+
+@router.get("/marketing-costs/{cost_id}")
+async def get_cost(cost_id: str, p: Auth, gw: GW) -> Any:
+    return pick(await gw.call("analytics", "list_costs", p), cost_id, "marketing cost")

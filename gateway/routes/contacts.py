@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.deps import GW, Auth, Cursor, Limit
+from gateway.lookup import pick
 from services.contacts import csvio
 from shared.errors import AppError, ValidationFailed
 
@@ -424,3 +425,9 @@ async def create_custom_field(body: CustomFieldIn, p: Auth, gw: GW) -> Any:
 @router.get("/custom-fields", response_model=Page)
 async def list_custom_fields(p: Auth, gw: GW, entity: Literal["contact", "deal"] | None = None) -> Any:
     return await gw.call("contacts", "list_custom_fields", p, entity=entity)
+
+
+@router.get("/custom-fields/{field_id}", response_model=CustomFieldOut)
+async def get_custom_field(field_id: str, p: Auth, gw: GW) -> Any:
+    """One definition, by its id."""
+    return pick(await gw.call("contacts", "list_custom_fields", p), field_id, "custom field")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.deps import GW, Auth, Cursor, Limit
-from shared.errors import Forbidden, Unauthorized
+from shared.errors import Forbidden, NotFound, Unauthorized
 
 router = APIRouter(prefix="/api/v1")
 
@@ -171,6 +171,26 @@ async def create_tenant(body: TenantIn, request: Request, gw: GW) -> dict[str, A
         raise Forbidden("Only the root token may create tenants.")
     out = await gw.identity.create_tenant(body.name)
     return {"tenant_id": out["tenant_id"], "api_key": out["api_key"]}
+
+
+class TenantView(BaseModel):
+    tenant_id: str
+    name: str
+    created_at: datetime | None = None
+
+
+@router.get("/tenants/{tenant_id}", response_model=TenantView, tags=["tenants"])
+async def get_tenant(tenant_id: str, request: Request, gw: GW) -> dict[str, Any]:
+    """A tenant: any with the root token; with an API key only the caller's own (else 404)."""
+    token = _bearer(request)
+    if not hmac.compare_digest(token.encode(), gw.root_token.encode()):
+        p = await gw.identity.authenticate(request.headers.get("authorization"))
+        if p.tenant_id != tenant_id:
+            raise NotFound("tenant")
+    doc = await gw.identity.db.tenants.find_one({"_id": tenant_id})
+    if doc is None:
+        raise NotFound("tenant")
+    return {"tenant_id": doc["_id"], "name": doc["name"], "created_at": doc.get("created_at")}
 
 
 @router.post("/users", status_code=201, response_model=UserOut, tags=["users"])

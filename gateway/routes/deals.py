@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.deps import GW, Auth, Cursor, Limit
+from gateway.lookup import pick
 
 router = APIRouter(prefix="/api/v1", tags=["deals"])
 
@@ -327,6 +328,12 @@ async def delete_stage(
 async def list_loss_reasons(p: Auth, gw: GW) -> Any:
     """The tenant's list; while it is empty any non-empty text is accepted as a reason."""
     return await gw.call("deals", "list_loss_reasons", p)
+
+
+@router.get("/loss-reasons/{name}", response_model=LossReason)
+async def get_loss_reason(name: str, p: Auth, gw: GW) -> Any:
+    """One reason of the list (reasons are identified by their text)."""
+    return pick(await gw.call("deals", "list_loss_reasons", p), name, "loss reason", "name")
 
 
 @router.post("/loss-reasons", status_code=201, response_model=LossReason)
