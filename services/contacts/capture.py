@@ -347,12 +347,15 @@ async def _open_inbox_item(uow: UnitOfWork, env: Envelope, ic: InteractionCaptur
         inter = existing["interaction"]
         if key in inter.get("event_keys", []):
             return
+        was_missed = _missed(inter)
         inter["data"] = merge_data(inter.get("data", {}), ic.data)
         inter["occurred_at"] = min(as_utc(inter["occurred_at"]), ic.occurred_at)
         inter["event_keys"] = [*inter.get("event_keys", []), key]
         await uow.db.inbox.update_one(
             {"_id": existing["_id"]}, {"$set": {"interaction": inter}}, session=uow.session
         )
+        if not was_missed and _missed(inter):
+            _emit_call_missed(uow, env, existing["_id"], ic, inter)
         return
     item_id = new_id()
     await uow.db.inbox.insert_one(
@@ -386,4 +389,38 @@ async def _open_inbox_item(uow: UnitOfWork, env: Envelope, ic: InteractionCaptur
         InboxItemOpened(item_id=item_id, channel_id=ic.channel_id, kind=ic.kind),
         caused_by=env,
         idempotency_key=f"inbox:{key}",
+    )
+    inter = {"kind": ic.kind, "direction": ic.direction, "data": ic.data, "occurred_at": ic.occurred_at}
+    if _missed(inter):
+        _emit_call_missed(uow, env, item_id, ic, inter)
+
+
+def _missed(interaction: dict[str, Any]) -> bool:
+    return (
+        interaction.get("kind") == "call"
+        and interaction.get("direction") == "in"
+        and (interaction.get("data") or {}).get("status") == "missed"
+    )
+
+
+def _emit_call_missed(
+    uow: UnitOfWork, env: Envelope, item_id: str, ic: InteractionCaptured, inter: dict[str, Any]
+) -> None:
+    """A missed inbound call from an unknown number waits in the inbox: somebody must still call
+    back (the tasks service's built-in rule makes the task). Once per inbox item."""
+    uow.emit(
+        "inbox.call_missed",
+        env.tenant_id,
+        {
+            "item_id": item_id,
+            "channel_id": ic.channel_id,
+            "channel_kind": ic.channel_kind,
+            "channel_owner_id": ic.channel_owner_id,
+            "kind": "call",
+            "direction": "in",
+            "occurred_at": as_utc(inter["occurred_at"]).isoformat(),
+            "data": {"status": "missed"},
+        },
+        caused_by=env,
+        idempotency_key=f"inbox-missed:{item_id}",
     )

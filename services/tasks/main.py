@@ -55,6 +55,7 @@ CONSUMER_ERASED = "tasks.contact_erased"
 
 RULE_EVENT_TYPES: tuple[str, ...] = (
     "interaction.recorded",
+    "inbox.call_missed",
     "contact.created",
     "deal.created",
     "deal.stage_changed",
@@ -711,6 +712,8 @@ def _dedupe_key(env: Envelope) -> str:
         return f"interaction:{env.payload['interaction_id']}"
     if env.event_type == "contact.created" and env.payload.get("contact_id"):
         return f"contact:{env.payload['contact_id']}"
+    if env.event_type == "inbox.call_missed" and env.payload.get("item_id"):
+        return f"inbox:{env.payload['item_id']}"
     return env.event_id
 
 

@@ -744,9 +744,12 @@ def apply_create_task(
 # --------------------------------------------------------------------------------------------
 
 MISSED_CALL_CALLBACK = "missed_call_callback"
+MISSED_CALL_INBOX_CALLBACK = "missed_call_inbox_callback"
 NEW_LEAD_FIRST_CONTACT = "new_lead_first_contact"
 STAGE_TASKS = "stage_tasks"
-BUILTIN_RULE_IDS: frozenset[str] = frozenset({MISSED_CALL_CALLBACK, NEW_LEAD_FIRST_CONTACT, STAGE_TASKS})
+BUILTIN_RULE_IDS: frozenset[str] = frozenset(
+    {MISSED_CALL_CALLBACK, MISSED_CALL_INBOX_CALLBACK, NEW_LEAD_FIRST_CONTACT, STAGE_TASKS}
+)
 
 LEAD_INTERACTION_KINDS = ["form", "ad_lead"]
 """``contact.created`` ``interaction_kind`` values that count as a new lead: whatever the channel
@@ -761,6 +764,8 @@ def default_rules() -> list[Rule]:
     * ``missed_call_callback`` — ``interaction.recorded`` with ``kind: call``,
       ``direction: in``, ``data.status: missed`` → ``call`` task "Call back" due in 15 min,
       assigned to the contact's owner, else the channel's owner.
+    * ``missed_call_inbox_callback`` — ``inbox.call_missed`` (a missed call from an unknown number
+      waiting in the inbox) → the same call-back task for the channel's owner.
     * ``new_lead_first_contact`` — ``contact.created`` whose ``interaction_kind`` is ``form`` or
       ``ad_lead`` (a contact made by a form submission or an ad lead, whatever the channel) →
       ``call`` task "First contact" due in 1 h for the owner (contact owner, else channel owner).
@@ -780,6 +785,21 @@ def default_rules() -> list[Rule]:
                 {
                     "type": "create_task",
                     "title": "Call back",
+                    "kind": "call",
+                    "due_in_s": 15 * 60,
+                    "assignee": OWNER,
+                }
+            ],
+        },
+        {
+            "id": MISSED_CALL_INBOX_CALLBACK,
+            "name": "Call back a missed call from an unknown number (in the inbox)",
+            "event_type": "inbox.call_missed",
+            "conditions": [],
+            "actions": [
+                {
+                    "type": "create_task",
+                    "title": "Call back (unknown number, see the inbox)",
                     "kind": "call",
                     "due_in_s": 15 * 60,
                     "assignee": OWNER,

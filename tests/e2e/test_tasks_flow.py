@@ -146,7 +146,12 @@ def test_custom_rule_with_conditions_creates_tasks_only_when_they_hold(admin: Ap
     assert created["builtin"] is False and created["enabled"] is True
     listed = admin.get("/api/v1/automation-rules").json()["items"]
     ids = [x["id"] for x in listed]
-    assert ids[:3] == ["missed_call_callback", "new_lead_first_contact", "stage_tasks"]
+    assert ids[:4] == [
+        "missed_call_callback",
+        "missed_call_inbox_callback",
+        "new_lead_first_contact",
+        "stage_tasks",
+    ]
     assert created["id"] in ids
 
     bad = {**rule, "conditions": [{"field": "kind", "op": "in", "value": "call"}]}
@@ -327,3 +332,29 @@ def test_viewer_cannot_create_and_other_tenant_gets_404(admin: Api, root: Api) -
         ).status_code
         == 403
     )
+
+
+def test_missed_call_from_an_unknown_number_in_the_inbox_still_gets_one_call_back_task(admin: Api) -> None:
+    """On an ``intake: inbox`` channel the caller is no contact yet: the call waits in the inbox,
+    and the channel's owner still gets one call-back task (the hook delivered twice)."""
+    on_duty_id, on_duty = new_user(admin, "Дежурный")
+    r = admin.post(
+        "/api/v1/channels",
+        json={"kind": "asterisk", "name": "PBX inbox", "intake": "inbox", "owner_id": on_duty_id},
+    )
+    assert r.status_code == 201, r.text
+    channel = r.json()
+    started = datetime.now(UTC).replace(microsecond=0)
+    body = cdr("89165550099", "NO ANSWER", started)
+    post_hook(channel, body)
+    post_hook(channel, body)
+
+    items = eventually(lambda: admin.get("/api/v1/inbox", params={"status": "pending"}).json()["items"])
+    assert [i["interaction"]["data"]["status"] for i in items] == ["missed"]
+    assert contact_by_phone(admin, "+79165550099") is None
+    [task] = eventually(lambda: tasks_of(on_duty, status="open"))
+    time.sleep(1.0)  # a duplicate would have appeared by now
+    [task] = tasks_of(on_duty, status="open")
+    assert task["kind"] == "call" and task["assignee_id"] == on_duty_id
+    assert task["caused_by_rule"] == "missed_call_inbox_callback"
+    assert datetime.fromisoformat(task["due_at"]) == started + timedelta(minutes=15)

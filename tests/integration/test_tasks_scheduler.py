@@ -459,6 +459,7 @@ async def test_rules_api_validates_and_protects_builtins(make_service: Any) -> N
     await svc.delete_rule(ADMIN, {"rule_id": "r1"})
     assert [x["id"] for x in (await svc.list_rules(ADMIN, {}))["items"]] == [
         "missed_call_callback",
+        "missed_call_inbox_callback",
         "new_lead_first_contact",
         "stage_tasks",
     ]
