@@ -16,19 +16,15 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from cryptography.fernet import Fernet
-from faststream.rabbit import RabbitBroker
 from pymongo import AsyncMongoClient
 
 from services.connectors.adapters.twilio import twilio_signature
 from services.connectors.adapters.zadarma import zadarma_signature
 from services.connectors.main import ConnectorsService
-from shared.bus import Topology
 from shared.clock import FrozenClock
-from shared.crypto import SecretBox
 from shared.events import Envelope, make_event
-from shared.service import Runtime
 from shared.settings import Settings
+from tests.support.services import RecordingPublisher, offline_runtime
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +32,8 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "telephony"
 CTX = {"tenant_id": "ten1", "user_id": "u1", "role": "admin", "settings": {}}
 
 
-class RecordingPublisher:
-    def __init__(self) -> None:
-        self.sent: list[Envelope] = []
-
-    async def publish(self, env: Envelope, *, mandatory: bool = False) -> None:
-        self.sent.append(env)
-
-    def captured(self) -> list[dict[str, Any]]:
-        return [e.payload for e in self.sent if e.event_type == "interaction.captured"]
+def captured(publisher: RecordingPublisher) -> list[dict[str, Any]]:
+    return [e.payload for e in publisher.of("interaction.captured")]
 
 
 @pytest.fixture
@@ -52,15 +41,7 @@ async def svc(mongo_url: str, namespace: str) -> AsyncIterator[ConnectorsService
     settings = Settings(namespace=namespace, mongo_url=mongo_url, public_url="https://crm.example")
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
     publisher = RecordingPublisher()
-    rt = Runtime(
-        settings=settings,
-        broker=RabbitBroker(settings.rabbit_url),
-        topology=Topology(namespace),
-        mongo=client,
-        publisher=publisher,  # type: ignore[arg-type]
-        clock=FrozenClock(datetime(2026, 11, 27, 15, 0, tzinfo=UTC)),
-        secrets=SecretBox(Fernet.generate_key()),
-    )
+    rt = offline_runtime(settings, client, publisher, FrozenClock(datetime(2026, 11, 27, 15, 0, tzinfo=UTC)))
     service = ConnectorsService(rt)
     await service.prepare()
     try:
@@ -122,17 +103,17 @@ async def test_recording_before_its_call_waits_then_joins_with_the_callers_phone
     svc.retry_first_s = 2.0
 
     await svc.on_hook_received(zadarma_event(ch, zd["notify_record"]))
-    assert published(svc).captured() == []  # no call known yet: nothing to join, nothing invented
+    assert captured(published(svc)) == []  # no call known yet: nothing to join, nothing invented
     assert await svc.db.deferred.count_documents({}) == 1
 
     await svc.on_hook_received(zadarma_event(ch, zd["notify_end"]))
-    [end] = published(svc).captured()
+    [end] = captured(published(svc))
     assert end["sender"]["phones"] == ["+79161234567"] and end["data"]["status"] == "answered"
 
     assert await svc.retry_deferred() == 0  # not due yet
     svc.clock.advance(3)  # type: ignore[attr-defined]
     assert await svc.retry_deferred() == 1
-    rec = published(svc).captured()[-1]
+    rec = captured(published(svc))[-1]
     assert rec["sender"]["phones"] == ["+79161234567"]
     assert rec["subject_key"] == end["subject_key"] == f"zadarma:call:{zd['notify_end']['pbx_call_id']}"
     assert rec["data"]["recording_id"] == "1732716190.1234567"
@@ -150,7 +131,7 @@ async def test_a_recording_whose_call_never_comes_backs_off_and_is_kept(svc: Con
         assert await svc.retry_deferred() == 0
         doc = await svc.db.deferred.find_one({})
         assert doc["attempts"] == attempt and not doc["failed"]
-    assert published(svc).captured() == []
+    assert captured(published(svc)) == []
 
 
 async def test_twilio_parent_completed_after_missed_dial_leg_is_missed(svc: ConnectorsService) -> None:
@@ -158,7 +139,7 @@ async def test_twilio_parent_completed_after_missed_dial_leg_is_missed(svc: Conn
     ch = await channel(svc, "twilio", {"auth_token": "tw"})
     await svc.on_hook_received(twilio_event(ch, tw["dial_leg_no_answer"]))
     await svc.on_hook_received(twilio_event(ch, tw["inbound_parent_completed"]))
-    dial, parent = published(svc).captured()
+    dial, parent = captured(published(svc))
     assert dial["data"]["status"] == "missed" and dial["data"]["leg"] == "dial"
     assert parent["data"]["status"] == "missed" and parent["data"]["leg"] == "parent"
     assert "duration_s" not in parent["data"]  # the parent's 125 s were ringing/IVR, not a talk
@@ -171,7 +152,7 @@ async def test_twilio_parent_completed_without_dial_verdict_stays_answered(svc: 
     ch = await channel(svc, "twilio", {"auth_token": "tw"})
     await svc.on_hook_received(twilio_event(ch, tw["dial_leg_ringing"]))
     await svc.on_hook_received(twilio_event(ch, tw["inbound_parent_completed"]))
-    parent = published(svc).captured()[-1]
+    parent = captured(published(svc))[-1]
     assert parent["data"]["status"] == "answered" and parent["data"]["duration_s"] == 125
 
 
@@ -181,7 +162,7 @@ async def test_same_hook_event_twice_publishes_once(svc: ConnectorsService) -> N
     env = zadarma_event(ch, zd["notify_end"])
     await svc.on_hook_received(env)
     await svc.on_hook_received(env)
-    assert len(published(svc).captured()) == 1
+    assert len(captured(published(svc))) == 1
 
 
 # ---- enrichment (Meta Lead Ads) runs off the hooks queue ------------------------------------
@@ -224,9 +205,9 @@ async def test_meta_lead_is_enriched_by_the_deferred_loop_not_the_hook_consumer(
     svc.http = httpx.AsyncClient(transport=httpx.MockTransport(graph))
     ch = await meta_channel(svc)
     await svc.on_hook_received(meta_event(ch, "123123123123"))
-    assert calls == [] and published(svc).captured() == []  # the consumer only parked it
+    assert calls == [] and captured(published(svc)) == []  # the consumer only parked it
     assert await svc.retry_deferred() == 1  # due at once
-    [item] = published(svc).captured()
+    [item] = captured(published(svc))
     assert item["kind"] == "ad_lead" and item["sender"]["emails"] == ["joe@example.com"]
     assert calls[0].url.params["access_token"] == "tok"
     assert await svc.db.deferred.count_documents({}) == 0
@@ -253,7 +234,7 @@ async def test_meta_lead_not_readable_yet_backs_off_and_is_delivered_later(svc: 
     assert await svc.retry_deferred() == 0  # not due for another 4 s
     svc.clock.advance(4.5)  # type: ignore[attr-defined]
     assert await svc.retry_deferred() == 1
-    assert len(published(svc).captured()) == 1
+    assert len(captured(published(svc))) == 1
     await svc.http.aclose()
 
 
@@ -281,7 +262,7 @@ async def test_ring_group_leg_not_answered_after_another_leg_answered_keeps_the_
     ch = await channel(svc, "asterisk", {"hmac_secret": "ast"})
     await svc.on_hook_received(asterisk_event(ch, answered))
     await svc.on_hook_received(asterisk_event(ch, other_leg))
-    first, second = published(svc).captured()
+    first, second = captured(published(svc))
     assert first["data"]["status"] == "answered" and first["data"]["duration_s"] == 125
     assert second["subject_key"] == first["subject_key"]
     assert second["data"]["status"] == "answered"
@@ -302,5 +283,5 @@ async def test_twilio_simultaneous_dial_one_leg_answered_parent_stays_answered(
     await svc.on_hook_received(twilio_event(ch, picked))
     await svc.on_hook_received(twilio_event(ch, tw["dial_leg_no_answer"]))
     await svc.on_hook_received(twilio_event(ch, tw["inbound_parent_completed"]))
-    statuses = [p["data"]["status"] for p in published(svc).captured()]
+    statuses = [p["data"]["status"] for p in captured(published(svc))]
     assert statuses == ["answered", "answered", "answered"]

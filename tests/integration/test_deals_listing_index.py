@@ -6,56 +6,28 @@ from __future__ import annotations
 
 import itertools
 import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from services.deals import domain as d
 from services.deals.main import IX_PIPELINE_STAGE, DealsService
-from shared.bus import Topology
-from shared.clock import SystemClock, new_id
-from shared.events import Envelope
-from shared.mongo import mongo_client
-from shared.settings import Settings
+from shared.clock import new_id
+from tests.support.services import deals_service
 
 pytestmark = pytest.mark.integration
-
-TENANT = "t-index"
-N = 10_000
-
-
-class RecordingPublisher:
-    def __init__(self) -> None:
-        self.sent: list[Envelope] = []
-
-    async def publish(self, env: Envelope, *, mandatory: bool = False) -> None:
-        self.sent.append(env)
 
 
 @pytest.fixture
 async def service(mongo_url: str) -> AsyncIterator[DealsService]:
-    ns = f"t{uuid.uuid4().hex[:10]}"
-    client = mongo_client(mongo_url)
-    runtime = SimpleNamespace(
-        settings=Settings(namespace=ns),
-        broker=None,
-        topology=Topology(ns),
-        mongo=client,
-        publisher=RecordingPublisher(),
-        clock=SystemClock(),
-        secrets=None,
-    )
-    svc = DealsService(runtime)  # type: ignore[arg-type]
-    await svc.prepare()
-    try:
+    async with deals_service(mongo_url) as svc:
         yield svc
-    finally:
-        await client.drop_database(svc.db.name)
-        await client.close()
+
+
+TENANT = "t-index"
+N = 10_000
 
 
 def stages_of_plan(plan: dict[str, Any]) -> list[dict[str, Any]]:

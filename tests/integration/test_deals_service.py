@@ -3,56 +3,29 @@ pipeline edits that move and re-weight more deals than one batch, late task even
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from services.deals import domain as d
 from services.deals.main import BATCH, DealsService
-from shared.bus import Topology
-from shared.clock import SystemClock, new_id
+from shared.clock import new_id
 from shared.events import Envelope, make_event
-from shared.mongo import mongo_client
-from shared.settings import Settings
+from tests.support.services import deals_service
 
 pytestmark = pytest.mark.integration
-
-TENANT = "t-svc"
-ADMIN = {"tenant_id": TENANT, "user_id": "u-admin", "role": "admin", "settings": {}}
-
-
-class RecordingPublisher:
-    def __init__(self) -> None:
-        self.sent: list[Envelope] = []
-
-    async def publish(self, env: Envelope, *, mandatory: bool = False) -> None:
-        self.sent.append(env)
 
 
 @pytest.fixture
 async def service(mongo_url: str) -> AsyncIterator[DealsService]:
-    ns = f"t{uuid.uuid4().hex[:10]}"
-    client = mongo_client(mongo_url)
-    runtime = SimpleNamespace(
-        settings=Settings(namespace=ns),
-        broker=None,
-        topology=Topology(ns),
-        mongo=client,
-        publisher=RecordingPublisher(),
-        clock=SystemClock(),
-        secrets=None,
-    )
-    svc = DealsService(runtime)  # type: ignore[arg-type]
-    await svc.prepare()
-    try:
+    async with deals_service(mongo_url) as svc:
         yield svc
-    finally:
-        await client.drop_database(svc.db.name)
-        await client.close()
+
+
+TENANT = "t-svc"
+ADMIN = {"tenant_id": TENANT, "user_id": "u-admin", "role": "admin", "settings": {}}
 
 
 def sent(svc: DealsService) -> list[Envelope]:

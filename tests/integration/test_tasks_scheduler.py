@@ -11,62 +11,36 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from cryptography.fernet import Fernet
 
 from services.tasks.main import TasksService
-from shared.bus import Topology, make_broker
 from shared.clock import FrozenClock
-from shared.crypto import SecretBox
 from shared.errors import AppError
 from shared.events import Envelope, make_event
 from shared.mongo import mongo_client
-from shared.service import Runtime
 from shared.settings import Settings
+from tests.support.services import RecordingPublisher, offline_runtime
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
 
-class Recorder:
-    """Stands in for the broker publisher: keeps every envelope published."""
-
-    def __init__(self) -> None:
-        self.events: list[Envelope] = []
-
-    async def publish(self, env: Envelope, *, mandatory: bool = False) -> None:
-        self.events.append(env)
-
-    def of(self, event_type: str) -> list[Envelope]:
-        return [e for e in self.events if e.event_type == event_type]
-
-
 Factory = Callable[[], TasksService]
 
 
 @pytest.fixture
-async def make_service(mongo_url: str) -> AsyncIterator[tuple[Factory, FrozenClock, Recorder]]:
+async def make_service(mongo_url: str) -> AsyncIterator[tuple[Factory, FrozenClock, RecordingPublisher]]:
     """Build TasksService instances on one fresh database (``<ns>_tasks``)."""
     ns = f"it{uuid.uuid4().hex[:10]}"
     settings = Settings(namespace=ns, mongo_url=mongo_url)
     clock = FrozenClock(T0)
-    recorder = Recorder()
+    recorder = RecordingPublisher()
     clients: list[Any] = []
 
     def factory() -> TasksService:
         client = mongo_client(mongo_url)
         clients.append(client)
-        broker = make_broker(settings.rabbit_url)  # never connected: nothing goes to RabbitMQ
-        rt = Runtime(
-            settings=settings,
-            broker=broker,
-            topology=Topology(ns),
-            mongo=client,
-            publisher=recorder,  # type: ignore[arg-type]
-            clock=clock,
-            secrets=SecretBox(Fernet.generate_key()),
-        )
-        return TasksService(rt)
+        return TasksService(offline_runtime(settings, client, recorder, clock))
 
     yield factory, clock, recorder
     if clients:
@@ -181,7 +155,7 @@ async def test_completed_task_sends_no_reminder(make_service: Any) -> None:
     assert done["status"] == "done" and done["result"] == "Reached him"
     clock.advance(3 * 3600)
     assert await svc.scheduler_pass() == {"reminders": 0, "overdue": 0}
-    assert [e.event_type for e in rec.events] == ["task.created", "task.completed"]
+    assert [e.event_type for e in rec.sent] == ["task.created", "task.completed"]
 
 
 def recorded_call(interaction_id: str, *, status: str = "missed", owner: str | None = "u-owner") -> Envelope:
