@@ -31,15 +31,7 @@ def test_hook_accepted_before_a_crash_is_captured_after_restart(
                 assert r.status_code == 200
         first.kill()
 
-        second = HubProcess(
-            rabbit_url=rabbit,
-            mongo_url=mongo_url,
-            data_dir=tmp_path,
-            namespace=first.namespace,
-            env={"CRM_ROOT_TOKEN": first.root_token},
-        )
-        second.port = first.port
-        second.env["CRM_PORT"] = str(first.port)
+        second = first.replica(same_port=True)
         second.start()
         try:
             for i in range(20):

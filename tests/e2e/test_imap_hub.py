@@ -354,13 +354,7 @@ def test_restart_replicas_and_uidvalidity_change_produce_no_duplicates(
                 msg_id="r3@client.ru",
             ),
         )
-        second = HubProcess(
-            rabbit_url=rabbit,
-            mongo_url=mongo_url,
-            data_dir=tmp_path,
-            namespace=first.namespace,
-            env={"CRM_ROOT_TOKEN": first.root_token},
-        )
+        second = first.replica()
         replicas.append(second)
         second.start()
         admin = Api(second.url, admin.key)
@@ -370,13 +364,7 @@ def test_restart_replicas_and_uidvalidity_change_produce_no_duplicates(
         old_uidvalidity = h["cursor"]["INBOX"]["uidvalidity"]
 
         # A second replica on the same data: the lease keeps the mailbox to one poller.
-        third = HubProcess(
-            rabbit_url=rabbit,
-            mongo_url=mongo_url,
-            data_dir=tmp_path,
-            namespace=first.namespace,
-            env={"CRM_ROOT_TOKEN": first.root_token},
-        )
+        third = first.replica()
         replicas.append(third)
         third.start()
         append_message(

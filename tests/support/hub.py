@@ -49,6 +49,22 @@ class HubProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"hub-{self.port}.log"
 
+    def replica(self, *, same_port: bool = False) -> HubProcess:
+        """Another hub on the same broker namespace, database and data dir (a second replica, or
+        this hub restarted when ``same_port``), with the same root token."""
+        other = HubProcess(
+            rabbit_url=self.env["CRM_RABBIT_URL"],
+            mongo_url=self.env["CRM_MONGO_URL"],
+            data_dir=self.data_dir,
+            namespace=self.namespace,
+            env={"CRM_ROOT_TOKEN": self.root_token},
+        )
+        other.root_token = self.root_token
+        if same_port:
+            other.port = self.port
+            other.env["CRM_PORT"] = str(self.port)
+        return other
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
