@@ -101,7 +101,6 @@ class AnalyticsService(Service):
         """Fields of the deal as of the latest event (events may arrive out of order)."""
         p = env.payload
         at = _at(p.get("occurred_at")) or env.occurred_at
-        flt = {"_id": p["deal_id"], "tenant_id": env.tenant_id}
         fields: dict[str, Any] = {
             k: p[k]
             for k in (
@@ -125,43 +124,43 @@ class AnalyticsService(Service):
         if env.event_type == "deal.lost":
             fields["lost_at"] = _at(p.get("lost_at")) or at
             fields["lost_reason"] = p.get("lost_reason")
-        insert: dict[str, Any] = {}
-        if env.event_type == "deal.created":
-            insert["created_at"] = at
-            insert["visits"] = [{"stage_id": p.get("stage_id"), "entered_at": at}]
-        await uow.db.deals.update_one(flt, {"$setOnInsert": {"visits": []}}, upsert=True, session=uow.session)
-        await uow.db.deals.update_one(
-            {**flt, "$or": [{"updated_at": {"$lte": at}}, {"updated_at": {"$exists": False}}]},
-            {"$set": {**fields, "updated_at": at}},
-            session=uow.session,
+        created = env.event_type == "deal.created"
+        await self._record_deal(
+            uow, env, at, fields, visit=p.get("stage_id") if created else None, created=created
         )
-        if insert:
-            await uow.db.deals.update_one(
-                flt,
-                {"$set": {"created_at": at}, "$addToSet": {"visits": {"$each": insert["visits"]}}},
-                session=uow.session,
-            )
 
     async def _deal_moved(self, uow: UnitOfWork, env: Envelope) -> None:
         p = env.payload
         at = _at(p.get("occurred_at")) or env.occurred_at
+        fields: dict[str, Any] = {
+            k: p[k]
+            for k in ("pipeline_id", "contact_id", "amount", "currency", "probability", "owner_id")
+            if k in p
+        }
+        fields["status"] = p.get("to_kind", "open")
+        await self._record_deal(uow, env, at, fields, visit=p["to_stage_id"])
+
+    async def _record_deal(
+        self,
+        uow: UnitOfWork,
+        env: Envelope,
+        at: datetime,
+        fields: dict[str, Any],
+        *,
+        visit: str | None = None,
+        created: bool = False,
+    ) -> None:
+        """Add the stage visit (a set: a repeat is harmless), then set ``fields`` only when this
+        event is not older than what the read model already holds (events arrive in any order)."""
+        flt = {"_id": env.payload["deal_id"], "tenant_id": env.tenant_id}
+        visits = [{"stage_id": visit, "entered_at": at}] if visit else []
+        first: dict[str, Any] = {"$addToSet": {"visits": {"$each": visits}}}
+        if created:
+            first["$set"] = {"created_at": at}
+        await uow.db.deals.update_one(flt, first, upsert=True, session=uow.session)
         await uow.db.deals.update_one(
-            {"_id": p["deal_id"], "tenant_id": env.tenant_id},
-            {
-                "$addToSet": {"visits": {"stage_id": p["to_stage_id"], "entered_at": at}},
-                "$setOnInsert": {"pipeline_id": p.get("pipeline_id"), "contact_id": p.get("contact_id")},
-            },
-            upsert=True,
-            session=uow.session,
-        )
-        fields = {k: p[k] for k in ("amount", "currency", "probability", "owner_id") if k in p}
-        await uow.db.deals.update_one(
-            {
-                "_id": p["deal_id"],
-                "tenant_id": env.tenant_id,
-                "$or": [{"updated_at": {"$lte": at}}, {"updated_at": {"$exists": False}}],
-            },
-            {"$set": {**fields, "status": p.get("to_kind", "open"), "updated_at": at}},
+            {**flt, "$or": [{"updated_at": {"$lte": at}}, {"updated_at": {"$exists": False}}]},
+            {"$set": {**fields, "updated_at": at}},
             session=uow.session,
         )
 
