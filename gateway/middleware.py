@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -298,6 +298,3 @@ class ContentType:
             )
             return
         await self.app(scope, receive, send)
-
-
-Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
