@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from shared.localmongo import LocalMongo
-from tests.support.hub import Api, HubProcess
 from tests.support.servers import delete_namespace_queues, mongo_container_url, rabbit_url
 
 
@@ -37,31 +36,6 @@ def namespace(rabbit: str) -> Iterator[str]:
     ns = f"t{uuid.uuid4().hex[:10]}"
     yield ns
     delete_namespace_queues(rabbit, ns)
-
-
-@pytest.fixture(scope="session")
-def hub(rabbit: str, mongo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
-    """One hub for the e2e session (tests isolate themselves by tenant)."""
-    proc = HubProcess(rabbit_url=rabbit, mongo_url=mongo_url, data_dir=tmp_path_factory.mktemp("hub"))
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-        delete_namespace_queues(rabbit, proc.namespace)
-
-
-@pytest.fixture
-def root(hub: HubProcess) -> Api:
-    return Api(hub.url, hub.root_token)
-
-
-@pytest.fixture
-def admin(root: Api) -> Api:
-    """A fresh tenant's admin for each test."""
-    r = root.post("/api/v1/tenants", json={"name": f"Tenant {uuid.uuid4().hex[:6]}"})
-    assert r.status_code == 201, r.text
-    return root.as_key(r.json()["api_key"])
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -86,6 +86,9 @@ class ConnectorsService(Service):
         self._wake = asyncio.Event()
         self._health_pending: dict[str, dict[str, dict[str, Any]]] = {}
         self._health_wake = asyncio.Event()
+        # Held while counts move from memory to the database, and while a channel is read and
+        # shown: a read never sees a count in neither place (swapped out, not yet written) or in both.
+        self._health_lock = asyncio.Lock()
         self.on("hook.received", self.on_hook_received, consumer=CONSUMER_HOOKS)
         self.on("tenant.settings_changed", self.on_settings_changed)
         self.mail = MailIngest(self)
@@ -187,15 +190,19 @@ class ConnectorsService(Service):
         after = decode_cursor(args.get("cursor"))
         if after:
             flt["_id"] = {"$lt": after[0]}
-        docs = await self.db.channels.find(flt).sort("_id", DESCENDING).limit(limit + 1).to_list(limit + 1)
-        return page([self.view(d) for d in docs], limit, lambda it: [it["id"]])
+        async with self._health_lock:
+            docs = (
+                await self.db.channels.find(flt).sort("_id", DESCENDING).limit(limit + 1).to_list(limit + 1)
+            )
+            return page([self.view(d) for d in docs], limit, lambda it: [it["id"]])
 
     async def get_channel(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
-        doc = must(
-            await self.db.channels.find_one({"tenant_id": tenant_of(ctx), "_id": args["channel_id"]}),
-            "channel",
-        )
-        return self.view(doc)
+        async with self._health_lock:
+            doc = must(
+                await self.db.channels.find_one({"tenant_id": tenant_of(ctx), "_id": args["channel_id"]}),
+                "channel",
+            )
+            return self.view(doc)
 
     async def update_channel(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
         require_admin(ctx)
@@ -216,7 +223,9 @@ class ConnectorsService(Service):
         if update:
             await self.db.channels.update_one(flt, {"$set": update})
         self._channel_cache.pop(doc["_id"], None)
-        return self.view({**doc, **update})
+        async with self._health_lock:
+            fresh = must(await self.db.channels.find_one(flt), "channel")
+            return self.view(fresh)
 
     async def on_settings_changed(self, env: Envelope) -> None:
         await self.db.tenants.update_one(
@@ -264,6 +273,10 @@ class ConnectorsService(Service):
         self._health_wake.set()
 
     async def flush_health(self) -> None:
+        async with self._health_lock:
+            await self._write_health()
+
+    async def _write_health(self) -> None:
         pending, self._health_pending = self._health_pending, {}
         for channel_id, change in pending.items():
             try:

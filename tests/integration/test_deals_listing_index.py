@@ -5,7 +5,6 @@ documents) and pages through every deal of the stage exactly once. Real MongoDB-
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -104,7 +103,6 @@ async def test_listing_by_pipeline_and_stage_is_index_backed_and_paginated(servi
 
     seen: list[str] = []
     cursor: str | None = None
-    started = time.monotonic()
     while True:
         result = await service.list_deals(ADMIN, {**args, "cursor": cursor})
         assert all(item["stage_id"] == stage.id for item in result["items"])
@@ -112,10 +110,8 @@ async def test_listing_by_pipeline_and_stage_is_index_backed_and_paginated(servi
         cursor = result["next_cursor"]
         if cursor is None:
             break
-    elapsed = time.monotonic() - started
     assert len(seen) == len(set(seen)) == counts[stage.id]
     assert seen == sorted(seen, reverse=True)
-    assert elapsed < 30, f"paging {counts[stage.id]} deals took {elapsed:.1f}s"
 
 
 async def test_a_managers_listing_keeps_the_index_and_sees_own_and_unowned(service: DealsService) -> None:

@@ -41,4 +41,5 @@ async def test_silent_service_is_a_504_problem_after_the_rpc_timeout(
     assert r.status_code == 504
     assert r.headers["content-type"].startswith("application/problem+json")
     assert r.json()["code"] == "timeout" and "contacts" in r.json()["detail"]
-    assert 0.4 < elapsed < 3
+    # it waited for the configured 0.5 s, not for the 10 s default
+    assert 0.4 < elapsed < 8

@@ -114,21 +114,21 @@ async def test_fan_out_is_idempotent_and_stays_in_the_tenant(db: Any) -> None:
 
 async def test_dead_endpoint_never_delays_a_healthy_one(db: Any) -> None:
     endpoints = Endpoints()
-    hooks = make(db, endpoints)
+    # The dead endpoint holds each of its slots for 30 s: were it to hold the worker, the healthy
+    # endpoint's 20 deliveries could not all be done within the 20 s waited for below.
+    hooks = make(db, endpoints, timeout_s=60)
     await hooks.create("A", "u", "http://dead/x", ["*"], "secret-dead", None)
     healthy = await hooks.create("A", "u", "http://ok/x", ["*"], "secret-ok", None)
     for _ in range(20):
         await hooks.on_event(envelope("A"))
     hooks.start()
     try:
-        started = time.monotonic()
 
         async def healthy_done() -> bool:
             n = await db.deliveries.count_documents({"subscription_id": healthy["id"], "state": "delivered"})
             return bool(n == 20)
 
-        await wait_for(healthy_done, timeout=5)
-        assert time.monotonic() - started < 2.5
+        await wait_for(healthy_done, timeout=20)
         # The dead endpoint only ever held its own slots.
         assert len(endpoints.to("dead")) <= 4
     finally:
