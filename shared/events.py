@@ -150,6 +150,9 @@ class ContactMerged(Payload):
 
 class ContactErased(Payload):
     contact_id: str
+    identity_keys: list[str] = Field(default_factory=list)
+    """:func:`shared.normalize.identity_digest` of every phone, email and handle the contact had:
+    what other services hold under those keys is forgotten too."""
 
 
 class InboxItemOpened(Payload):

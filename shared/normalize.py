@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
@@ -106,3 +107,10 @@ def clean_text(value: str | None, limit: int = 2000) -> str | None:
         return None
     text = "".join(ch for ch in str(value) if ch in "\t\n" or (ord(ch) >= 32 and ord(ch) != 127))
     return text.strip()[:limit]
+
+
+def identity_digest(tenant_id: str, identity: str) -> str:
+    """A one-way key for one normalised identity (E.164 phone, email, ``telegram:<id>``) of a
+    tenant. Services that keep a sender's identity outside the contacts service store this key
+    beside it, so that ``contact.erased`` can name what to forget without carrying it in clear."""
+    return hashlib.sha256(f"{tenant_id}\n{identity}".encode()).hexdigest()

@@ -34,6 +34,7 @@ from shared.clock import as_utc, iso, new_id
 from shared.errors import AppError, NotFound, ServiceUnavailable, ValidationFailed
 from shared.events import Envelope, make_event
 from shared.mongo import UnitOfWork
+from shared.normalize import identity_digest, phone_key
 from shared.pagination import clamp_limit, decode_cursor, page
 from shared.service import Service
 
@@ -74,7 +75,10 @@ class ConnectorsService(Service):
             IndexModel([("at", ASCENDING)], expireAfterSeconds=30 * 24 * 3600),
         ],
         "deferred": [IndexModel([("next_at", ASCENDING)])],
-        "calls": [IndexModel([("seen_at", ASCENDING)], expireAfterSeconds=30 * 24 * 3600)],
+        "calls": [
+            IndexModel([("seen_at", ASCENDING)], expireAfterSeconds=30 * 24 * 3600),
+            IndexModel([("tenant_id", ASCENDING), ("sender_keys", ASCENDING)]),
+        ],
     }
 
     def setup(self) -> None:
@@ -91,6 +95,7 @@ class ConnectorsService(Service):
         self._health_lock = asyncio.Lock()
         self.on("hook.received", self.on_hook_received, consumer=CONSUMER_HOOKS)
         self.on("tenant.settings_changed", self.on_settings_changed)
+        self.on("contact.erased", self.on_contact_erased)
         self.mail = MailIngest(self)
         self.mail.setup()
         for name in ("create_channel", "list_channels", "get_channel", "update_channel"):
@@ -226,6 +231,12 @@ class ConnectorsService(Service):
         async with self._health_lock:
             fresh = must(await self.db.channels.find_one(flt), "channel")
             return self.view(fresh)
+
+    async def on_contact_erased(self, env: Envelope) -> None:
+        """Forget the calls of an erased person (what is kept to join a call's events)."""
+        keys = list(env.payload.get("identity_keys") or [])
+        if keys:
+            await self.db.calls.delete_many({"tenant_id": env.tenant_id, "sender_keys": {"$in": keys}})
 
     async def on_settings_changed(self, env: Envelope) -> None:
         await self.db.tenants.update_one(
@@ -454,8 +465,8 @@ class ConnectorsService(Service):
     async def _emit(self, env: Envelope, doc: dict[str, Any], items: list[Captured]) -> None:
         """Publish the interactions of one hook (once per hook event); raises :class:`RetryLater`
         when a call event cannot be placed yet (a recording before its call)."""
-        items = [await self._join_call(doc, item) for item in items]
         region = await self.region(doc["tenant_id"])
+        items = [await self._join_call(doc, item, region) for item in items]
         captured = [normalise(item, doc, region) for item in items]
 
         async def unit(uow: UnitOfWork) -> None:
@@ -470,7 +481,7 @@ class ConnectorsService(Service):
 
         await self.store.consume(env, CONSUMER_HOOKS, unit)
 
-    async def _join_call(self, doc: dict[str, Any], item: Captured) -> Captured:
+    async def _join_call(self, doc: dict[str, Any], item: Captured, region: str) -> Captured:
         """Keep what is known about one call (``subject_key``) so its events converge in any order.
 
         - An event without a client (a recording: Twilio, Zadarma, Mango) takes the call's client
@@ -488,6 +499,11 @@ class ConnectorsService(Service):
         sets: dict[str, Any] = {"seen_at": self.clock.now()}
         if item.sender.phones:
             sets["sender"] = {"name": item.sender.name, "phones": list(item.sender.phones)}
+            sets["sender_keys"] = [
+                identity_digest(doc["tenant_id"], e164)
+                for e164 in (phone_key(p, region) for p in item.sender.phones)
+                if e164
+            ]
             sets["direction"] = item.direction
         leg = item.data.get("leg")
         if leg == "dial" and status in FINAL_CALL:

@@ -34,7 +34,7 @@ from shared.clock import as_utc, new_id
 from shared.errors import Conflict, Gone, NotFound, ValidationFailed
 from shared.events import Envelope
 from shared.mongo import UnitOfWork
-from shared.normalize import clean_text, normalize_email, phone_search_key
+from shared.normalize import clean_text, identity_digest, normalize_email, phone_search_key
 from shared.pagination import clamp_limit, decode_cursor, page
 from shared.service import Service
 
@@ -735,6 +735,17 @@ class ContactsService(Service):
             {"contact_id": {"$in": ids}},
             *_sender_filter(contact.get("phones", []), contact.get("emails", [])),
         ]
+        held = await self.db.contacts.find(
+            {"tenant_id": tenant, "_id": {"$in": ids}}, {"phones": 1, "emails": 1, "handles": 1}
+        ).to_list(None)
+        identity_keys = sorted(
+            {
+                identity_digest(tenant, v)
+                for d in held
+                for f in ("phones", "emails", "handles")
+                for v in d.get(f) or []
+            }
+        )
 
         async def unit(uow: UnitOfWork) -> None:
             s = uow.session
@@ -780,7 +791,12 @@ class ContactsService(Service):
             )
             await uow.db.identities.delete_many({"contact_id": {"$in": ids}}, session=s)
             await uow.db.possible_duplicates.delete_many({"tenant_id": tenant, "ids": c_id}, session=s)
-            uow.emit("contact.erased", tenant, {"contact_id": c_id}, idempotency_key=f"erase:{c_id}")
+            uow.emit(
+                "contact.erased",
+                tenant,
+                {"contact_id": c_id, "identity_keys": identity_keys},
+                idempotency_key=f"erase:{c_id}",
+            )
             for merged in contact.get("merged_ids", []):
                 uow.emit("contact.erased", tenant, {"contact_id": merged}, idempotency_key=f"erase:{merged}")
 

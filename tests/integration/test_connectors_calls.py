@@ -23,6 +23,7 @@ from services.connectors.adapters.zadarma import zadarma_signature
 from services.connectors.main import ConnectorsService
 from shared.clock import FrozenClock
 from shared.events import Envelope, make_event
+from shared.normalize import identity_digest
 from shared.settings import Settings
 from tests.support.services import RecordingPublisher, offline_runtime
 
@@ -285,3 +286,38 @@ async def test_twilio_simultaneous_dial_one_leg_answered_parent_stays_answered(
     await svc.on_hook_received(twilio_event(ch, tw["inbound_parent_completed"]))
     statuses = [p["data"]["status"] for p in captured(published(svc))]
     assert statuses == ["answered", "answered", "answered"]
+
+
+async def test_contact_erased_forgets_the_calls_kept_under_the_persons_phone(svc: ConnectorsService) -> None:
+    answered = fixture("asterisk")["inbound_answered"]
+    stranger = {**answered, "uniqueid": "1795874777.1", "linkedid": "1795874777.1", "src": "79035550000"}
+    stranger["clid"] = '"" <79035550000>'
+    ch = await channel(svc, "asterisk", {"hmac_secret": "ast"})
+    await svc.on_hook_received(asterisk_event(ch, answered))
+    await svc.on_hook_received(asterisk_event(ch, stranger))
+    person = captured(published(svc))[0]["sender"]["phones"][0]
+    assert await svc.db.calls.count_documents({"tenant_id": "ten1"}) == 2
+
+    # another tenant's erase of the same number forgets nothing here
+    keys_elsewhere = [identity_digest("ten2", person)]
+    await svc.on_contact_erased(
+        make_event(
+            "contact.erased",
+            tenant_id="ten2",
+            producer="contacts",
+            payload={"contact_id": "c9", "identity_keys": keys_elsewhere},
+        )
+    )
+    assert await svc.db.calls.count_documents({"tenant_id": "ten1"}) == 2
+
+    keys = [identity_digest("ten1", person), identity_digest("ten1", "x@example.com")]
+    await svc.on_contact_erased(
+        make_event(
+            "contact.erased",
+            tenant_id="ten1",
+            producer="contacts",
+            payload={"contact_id": "c1", "identity_keys": keys},
+        )
+    )
+    left = await svc.db.calls.find({"tenant_id": "ten1"}).to_list(10)
+    assert [c["_id"] for c in left] == ["ten1:asterisk:call:1795874777.1"]
