@@ -8,7 +8,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Query, Request
 
 from gateway.identity import GatewayService, Principal
+from services.common.access import require_writer
 from shared.bus import RpcClient
+from shared.errors import AppError, ValidationFailed
 from shared.hub import Hub
 from shared.settings import Settings
 
@@ -23,6 +25,40 @@ class Gateway:
 
     async def call(self, service: str, method: str, p: Principal | None, **args: Any) -> Any:
         return await self.rpc.call(service, method, p.ctx() if p else {}, **args)
+
+    async def check_refs(self, p: Principal, refs: dict[str, Any]) -> None:
+        """422 naming each field of ``refs`` that points at no record the caller can see:
+        ``contact_id`` (contacts), ``deal_id`` (deals), ``owner_id``/``assignee_id`` (active users
+        of the tenant). Absent and null values are not checked (null clears a reference). Every
+        caller writes, so a viewer is refused (403) before anything is looked up."""
+        require_writer(p.ctx())
+        errors: dict[str, str] = {}
+        for field in USER_REFS:
+            user_id = refs.get(field)
+            if isinstance(user_id, str) and not await self.identity.active_user(p.tenant_id, user_id):
+                errors[field] = "is not an active user of this tenant"
+        for field, (service, method, noun) in RECORD_REFS.items():
+            record_id = refs.get(field)
+            if not isinstance(record_id, str):
+                continue
+            try:
+                await self.call(service, method, p, **{field: record_id})
+            except AppError as exc:
+                if exc.status == 410:
+                    errors[field] = f"this {noun} was erased"
+                elif exc.status == 404:
+                    errors[field] = f"is not a {noun} of this tenant"
+                else:
+                    raise
+        if errors:
+            raise ValidationFailed(errors)
+
+
+USER_REFS = ("owner_id", "assignee_id")
+RECORD_REFS = {
+    "contact_id": ("contacts", "get_contact", "contact"),
+    "deal_id": ("deals", "get_deal", "deal"),
+}
 
 
 def get_gateway(request: Request) -> Gateway:

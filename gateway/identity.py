@@ -434,6 +434,10 @@ class GatewayService(Service):
             raise NotFound("user")
         return self.user_view(doc)
 
+    async def active_user(self, tenant_id: str, user_id: str) -> bool:
+        doc = await self.db.users.find_one({"tenant_id": tenant_id, "_id": user_id}, {"active": 1})
+        return bool(doc and doc.get("active", True))
+
     async def user_doc(self, p: Principal) -> dict[str, Any]:
         doc = await self.db.users.find_one({"tenant_id": p.tenant_id, "_id": p.user_id})
         if not doc:

@@ -79,7 +79,9 @@ class ChannelOut(BaseModel):
 @router.post("/channels", status_code=201, response_model=ChannelOut)
 async def create_channel(body: ChannelIn, p: Auth, gw: GW) -> Any:
     p.require("admin")
-    return await gw.call("connectors", "create_channel", p, body=body.model_dump())
+    data = body.model_dump()
+    await gw.check_refs(p, {"owner_id": data.get("owner_id")})
+    return await gw.call("connectors", "create_channel", p, body=data)
 
 
 @router.get("/channels")
@@ -95,6 +97,6 @@ async def get_channel(channel_id: str, p: Auth, gw: GW) -> Any:
 @router.patch("/channels/{channel_id}", response_model=ChannelOut)
 async def patch_channel(channel_id: str, body: ChannelPatch, p: Auth, gw: GW) -> Any:
     p.require("admin")
-    return await gw.call(
-        "connectors", "update_channel", p, channel_id=channel_id, changes=body.model_dump(exclude_unset=True)
-    )
+    changes = body.model_dump(exclude_unset=True)
+    await gw.check_refs(p, {"owner_id": changes.get("owner_id")})
+    return await gw.call("connectors", "update_channel", p, channel_id=channel_id, changes=changes)

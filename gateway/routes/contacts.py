@@ -226,7 +226,9 @@ async def list_contacts(
 
 @router.post("/contacts", status_code=201, response_model=ContactOut)
 async def create_contact(body: ContactIn, p: Auth, gw: GW) -> Any:
-    return await gw.call("contacts", "create_contact", p, body=body.model_dump(exclude_unset=True))
+    data = body.model_dump(exclude_unset=True)
+    await gw.check_refs(p, {"owner_id": data.get("owner_id")})
+    return await gw.call("contacts", "create_contact", p, body=data)
 
 
 @router.post(
@@ -322,9 +324,9 @@ async def get_contact(contact_id: str, p: Auth, gw: GW) -> Any:
 
 @router.patch("/contacts/{contact_id}", response_model=ContactOut)
 async def patch_contact(contact_id: str, body: ContactPatch, p: Auth, gw: GW) -> Any:
-    return await gw.call(
-        "contacts", "update_contact", p, contact_id=contact_id, changes=body.model_dump(exclude_unset=True)
-    )
+    changes = body.model_dump(exclude_unset=True)
+    await gw.check_refs(p, {"owner_id": changes.get("owner_id")})
+    return await gw.call("contacts", "update_contact", p, contact_id=contact_id, changes=changes)
 
 
 @router.delete("/contacts/{contact_id}", status_code=204)
@@ -391,7 +393,9 @@ async def erase(contact_id: str, p: Auth, gw: GW) -> Any:
 
 @router.post("/companies", status_code=201, response_model=CompanyOut)
 async def create_company(body: CompanyIn, p: Auth, gw: GW) -> Any:
-    return await gw.call("contacts", "create_company", p, body=body.model_dump(exclude_unset=True))
+    data = body.model_dump(exclude_unset=True)
+    await gw.check_refs(p, {"owner_id": data.get("owner_id")})
+    return await gw.call("contacts", "create_company", p, body=data)
 
 
 @router.get("/companies", response_model=Page)
@@ -409,9 +413,9 @@ async def get_company(company_id: str, p: Auth, gw: GW) -> Any:
 
 @router.patch("/companies/{company_id}", response_model=CompanyOut)
 async def patch_company(company_id: str, body: CompanyPatch, p: Auth, gw: GW) -> Any:
-    return await gw.call(
-        "contacts", "update_company", p, company_id=company_id, changes=body.model_dump(exclude_unset=True)
-    )
+    changes = body.model_dump(exclude_unset=True)
+    await gw.check_refs(p, {"owner_id": changes.get("owner_id")})
+    return await gw.call("contacts", "update_company", p, company_id=company_id, changes=changes)
 
 
 @router.post("/custom-fields", status_code=201, response_model=CustomFieldOut)

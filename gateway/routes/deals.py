@@ -347,7 +347,10 @@ async def add_loss_reason(body: LossReasonIn, p: Auth, gw: GW) -> Any:
 
 @router.post("/deals", status_code=201, response_model=DealOut)
 async def create_deal(body: DealIn, p: Auth, gw: GW) -> Any:
-    return await gw.call("deals", "create_deal", p, body=body.model_dump(exclude_unset=True))
+    """422 when `contact_id` or `owner_id` names no contact or active user of the tenant."""
+    data = body.model_dump(exclude_unset=True)
+    await gw.check_refs(p, data)
+    return await gw.call("deals", "create_deal", p, body=data)
 
 
 @router.post("/deals/import", status_code=201, response_model=ImportOut)
@@ -387,9 +390,9 @@ async def get_deal(deal_id: str, p: Auth, gw: GW) -> Any:
 
 @router.patch("/deals/{deal_id}", response_model=DealOut)
 async def patch_deal(deal_id: str, body: DealPatch, p: Auth, gw: GW) -> Any:
-    return await gw.call(
-        "deals", "update_deal", p, deal_id=deal_id, changes=body.model_dump(exclude_unset=True)
-    )
+    changes = body.model_dump(exclude_unset=True)
+    await gw.check_refs(p, changes)
+    return await gw.call("deals", "update_deal", p, deal_id=deal_id, changes=changes)
 
 
 @router.post("/deals/{deal_id}/move", response_model=DealOut)

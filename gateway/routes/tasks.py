@@ -11,7 +11,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from gateway.deps import GW, Auth, Cursor, Limit
 from gateway.identity import Principal
-from shared.errors import NotFound, Unauthorized
+from services.common.access import require_writer
+from shared.errors import NotFound, Unauthorized, ValidationFailed
 
 router = APIRouter(prefix="/api/v1", tags=["tasks"])
 
@@ -171,8 +172,11 @@ class RulePatch(BaseModel):
 
 @router.post("/tasks", status_code=201, response_model=TaskOut)
 async def create_task(body: TaskIn, p: Auth, gw: GW) -> Any:
-    """A manager's task is its own unless `assignee_id` is left out (then it is the caller's)."""
-    return await gw.call("tasks", "create_task", p, body=body.model_dump(mode="json", exclude_unset=True))
+    """A manager's task is its own unless `assignee_id` is left out (then it is the caller's).
+    422 when `contact_id`, `deal_id` or `assignee_id` names no such record of the tenant."""
+    data = body.model_dump(mode="json", exclude_unset=True)
+    await gw.check_refs(p, data)
+    return await gw.call("tasks", "create_task", p, body=data)
 
 
 @router.get("/tasks", response_model=TaskPage)
@@ -206,8 +210,15 @@ async def list_tasks(
 
 @router.post("/tasks/reassign")
 async def reassign_tasks(body: ReassignIn, p: Auth, gw: GW) -> Any:
-    """Every open task of `from_user_id` (or just `task_ids`) goes to `to_user_id`."""
-    return await gw.call("tasks", "reassign_tasks", p, body=body.model_dump(exclude_unset=True))
+    """Every open task of `from_user_id` (or just `task_ids`) goes to `to_user_id`, which must be
+    an active user of the tenant (422 otherwise)."""
+    data = body.model_dump(exclude_unset=True)
+    require_writer(p.ctx())
+    if isinstance(data.get("to_user_id"), str) and not await gw.identity.active_user(
+        p.tenant_id, data["to_user_id"]
+    ):
+        raise ValidationFailed({"to_user_id": "is not an active user of this tenant"})
+    return await gw.call("tasks", "reassign_tasks", p, body=data)
 
 
 @router.get("/tasks/{task_id}", response_model=TaskOut)
@@ -218,9 +229,9 @@ async def get_task(task_id: str, p: Auth, gw: GW) -> Any:
 @router.patch("/tasks/{task_id}", response_model=TaskOut)
 async def patch_task(task_id: str, body: TaskPatch, p: Auth, gw: GW) -> Any:
     """Moving `due_at` (or `remind_before_s`) moves the reminder."""
-    return await gw.call(
-        "tasks", "update_task", p, task_id=task_id, changes=body.model_dump(mode="json", exclude_unset=True)
-    )
+    changes = body.model_dump(mode="json", exclude_unset=True)
+    await gw.check_refs(p, changes)
+    return await gw.call("tasks", "update_task", p, task_id=task_id, changes=changes)
 
 
 @router.post("/tasks/{task_id}/complete", response_model=TaskOut)

@@ -71,6 +71,14 @@ def make_deal(admin: Api, pipeline: dict[str, Any], contact_id: str, **extra: An
     return r.json()
 
 
+def new_contact(admin: Api) -> str:
+    """A real contact to hang deals on (the gateway refuses a deal for an unknown contact); the
+    contact events below are published by the test itself, as the contacts service would."""
+    r = admin.post("/api/v1/contacts", json={"name": f"Клиент {uuid.uuid4().hex[:6]}"})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
 def deals_of(admin: Api, contact_id: str) -> list[dict[str, Any]]:
     r = admin.get("/api/v1/deals", params={"contact_id": contact_id})
     assert r.status_code == 200, r.text
@@ -82,7 +90,7 @@ async def test_contact_merged_repoints_the_merged_contacts_deals(
 ) -> None:
     tenant_id, admin = tenant
     pipeline = make_pipeline(admin)
-    survivor, merged = "c-" + uuid.uuid4().hex[:8], "c-" + uuid.uuid4().hex[:8]
+    survivor, merged = new_contact(admin), new_contact(admin)
     kept = make_deal(admin, pipeline, survivor)
     moved = [make_deal(admin, pipeline, merged) for _ in range(2)]
 
@@ -99,13 +107,14 @@ async def test_a_merge_in_another_tenant_changes_nothing_here(
     _, admin = tenant
     other_tenant = root.post("/api/v1/tenants", json={"name": "Other"}).json()["tenant_id"]
     pipeline = make_pipeline(admin)
-    deal = make_deal(admin, pipeline, "c-a")
-    await bus.publish("contact.merged", other_tenant, {"contact_id": "c-b", "merged_id": "c-a"})
+    a, x = new_contact(admin), new_contact(admin)
+    deal = make_deal(admin, pipeline, a)
+    await bus.publish("contact.merged", other_tenant, {"contact_id": "c-b", "merged_id": a})
     marker = "c-" + uuid.uuid4().hex[:8]
-    make_deal(admin, pipeline, "c-x")
-    await bus.publish("contact.merged", tenant[0], {"contact_id": marker, "merged_id": "c-x"})
+    make_deal(admin, pipeline, x)
+    await bus.publish("contact.merged", tenant[0], {"contact_id": marker, "merged_id": x})
     eventually(lambda: len(deals_of(admin, marker)) == 1)  # the later event was handled
-    assert admin.get(f"/api/v1/deals/{deal['id']}").json()["contact_id"] == "c-a"
+    assert admin.get(f"/api/v1/deals/{deal['id']}").json()["contact_id"] == a
 
 
 async def test_contact_erased_removes_personal_data_from_deals(
@@ -113,8 +122,9 @@ async def test_contact_erased_removes_personal_data_from_deals(
 ) -> None:
     tenant_id, admin = tenant
     pipeline = make_pipeline(admin)
-    deal = make_deal(admin, pipeline, "c-erase", title="Иван Петров, склад", amount="100", currency="RUB")
-    await bus.publish("contact.erased", tenant_id, {"contact_id": "c-erase"})
+    person = new_contact(admin)
+    deal = make_deal(admin, pipeline, person, title="Иван Петров, склад", amount="100", currency="RUB")
+    await bus.publish("contact.erased", tenant_id, {"contact_id": person})
     erased = eventually(
         lambda: (d := admin.get(f"/api/v1/deals/{deal['id']}").json())["title"] == "Erased" and d
     )
@@ -183,7 +193,8 @@ async def test_task_events_keep_the_deals_next_action_on_its_earliest_open_task(
 ) -> None:
     tenant_id, admin = tenant
     pipeline = make_pipeline(admin)
-    deal = make_deal(admin, pipeline, "c-task")
+    person = new_contact(admin)
+    deal = make_deal(admin, pipeline, person)
     soon = datetime.now(UTC) + timedelta(hours=1)
     later = soon + timedelta(days=1)
 
@@ -191,7 +202,7 @@ async def test_task_events_keep_the_deals_next_action_on_its_earliest_open_task(
         return {
             "task_id": task_id,
             "assignee_id": None,
-            "contact_id": "c-task",
+            "contact_id": person,
             "deal_id": deal["id"],
             "due_at": due.isoformat(),
             "kind": "call",

@@ -89,10 +89,16 @@ def stage_ids(pipeline: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def new_contact(api: Api) -> str:
+    r = api.post("/api/v1/contacts", json={"name": f"Клиент {uuid.uuid4().hex[:6]}"})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
 def make_deal(api: Api, pipeline: dict[str, Any], **extra: Any) -> dict[str, Any]:
     body = {
         "title": "Поставка",
-        "contact_id": "c-" + uuid.uuid4().hex[:8],
+        "contact_id": new_contact(api),
         "pipeline_id": pipeline["id"],
         **extra,
     }
@@ -229,7 +235,7 @@ def test_invalid_deals_are_refused_naming_the_fields(admin: Api) -> None:
         "/api/v1/deals",
         json={
             "title": " ",
-            "contact_id": "c1",
+            "contact_id": new_contact(admin),
             "pipeline_id": pipeline["id"],
             "amount": "12.345",
             "currency": "XYZ",
@@ -238,8 +244,36 @@ def test_invalid_deals_are_refused_naming_the_fields(admin: Api) -> None:
     assert r.status_code == 422
     errors = r.json()["errors"]
     assert {"title", "amount", "currency"} <= set(errors)
-    r = admin.post("/api/v1/deals", json={"title": "X", "contact_id": "c1", "pipeline_id": "nope"})
+    contact = new_contact(admin)
+    r = admin.post("/api/v1/deals", json={"title": "X", "contact_id": contact, "pipeline_id": "nope"})
     assert r.status_code == 422 and "pipeline_id" in r.json()["errors"]
+    assert admin.post(f"/api/v1/deals/{'missing'}/move", json={"stage_id": "s"}).status_code == 404
+
+
+def test_a_deal_must_name_a_contact_and_an_owner_of_the_tenant(admin: Api, root: Api) -> None:
+    pipeline = make_pipeline(admin)
+    body = {"title": "X", "pipeline_id": pipeline["id"]}
+    r = admin.post(
+        "/api/v1/deals", json={**body, "contact_id": "no-such-contact", "owner_id": "no-such-user"}
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"] == {
+        "contact_id": "is not a contact of this tenant",
+        "owner_id": "is not an active user of this tenant",
+    }
+    stranger = new_contact(new_tenant(root))  # another tenant's contact is not one of ours
+    r = admin.post("/api/v1/deals", json={**body, "contact_id": stranger})
+    assert r.status_code == 422 and r.json()["errors"] == {"contact_id": "is not a contact of this tenant"}
+    deal = make_deal(admin, pipeline)
+    r = admin.patch(f"/api/v1/deals/{deal['id']}", json={"contact_id": stranger})
+    assert r.status_code == 422 and "contact_id" in r.json()["errors"]
+    assert admin.get(f"/api/v1/deals/{deal['id']}").json()["contact_id"] == deal["contact_id"]
+    gone = new_contact(admin)
+    assert admin.post(f"/api/v1/contacts/{gone}/erase").status_code == 200
+    r = admin.post("/api/v1/deals", json={**body, "contact_id": gone})
+    assert r.status_code == 422 and r.json()["errors"] == {"contact_id": "this contact was erased"}
+    listed = admin.get("/api/v1/deals", params={"pipeline_id": pipeline["id"]}).json()["items"]
+    assert [d["id"] for d in listed] == [deal["id"]]
     assert admin.post(f"/api/v1/deals/{'missing'}/move", json={"stage_id": "s"}).status_code == 404
 
 
@@ -287,7 +321,12 @@ def test_viewer_cannot_write_and_manager_works_on_own_deals_only(admin: Api) -> 
     assert mine["id"] in listed and admins_deal["id"] in listed and theirs["id"] not in listed
     r = manager.post(
         "/api/v1/deals",
-        json={"title": "X", "contact_id": "c1", "pipeline_id": pipeline["id"], "owner_id": admin_id},
+        json={
+            "title": "X",
+            "contact_id": new_contact(manager),
+            "pipeline_id": pipeline["id"],
+            "owner_id": admin_id,
+        },
     )
     assert r.status_code == 422 and "owner_id" in r.json()["errors"]
 
@@ -383,7 +422,7 @@ def test_a_new_default_pipeline_demotes_the_old_one(admin: Api) -> None:
     second = make_pipeline(admin, name="B2B", default=True)
     listed = {p["id"]: p["default"] for p in admin.get("/api/v1/pipelines").json()["items"]}
     assert listed == {first["id"]: False, second["id"]: True}
-    r = admin.post("/api/v1/deals", json={"title": "Без воронки", "contact_id": "c1"})
+    r = admin.post("/api/v1/deals", json={"title": "Без воронки", "contact_id": new_contact(admin)})
     assert r.status_code == 201 and r.json()["pipeline_id"] == second["id"]
 
 

@@ -358,3 +358,38 @@ def test_missed_call_from_an_unknown_number_in_the_inbox_still_gets_one_call_bac
     assert task["kind"] == "call" and task["assignee_id"] == on_duty_id
     assert task["caused_by_rule"] == "missed_call_inbox_callback"
     assert datetime.fromisoformat(task["due_at"]) == started + timedelta(minutes=15)
+
+
+def test_tasks_contacts_and_channels_refuse_references_to_nothing_in_the_tenant(
+    admin: Api, root: Api
+) -> None:
+    due = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    body = {"title": "Перезвонить", "kind": "call", "due_at": due}
+    bad = {"contact_id": "nope", "deal_id": "nope", "assignee_id": "nope"}
+    r = admin.post("/api/v1/tasks", json={**body, **bad})
+    assert r.status_code == 422, r.text
+    assert set(r.json()["errors"]) == {"contact_id", "deal_id", "assignee_id"}
+    assert tasks_of(admin) == []
+
+    left_id, _ = new_user(admin, "Уволенный")
+    assert admin.patch(f"/api/v1/users/{left_id}", json={"active": False}).status_code == 200
+    task = admin.post("/api/v1/tasks", json=body).json()
+    r = admin.patch(f"/api/v1/tasks/{task['id']}", json={"assignee_id": left_id})
+    assert r.status_code == 422 and r.json()["errors"] == {
+        "assignee_id": "is not an active user of this tenant"
+    }
+    me = admin.get("/api/v1/users/me").json()["id"]
+    reassign = {"from_user_id": me, "task_ids": [task["id"]], "to_user_id": left_id}
+    r = admin.post("/api/v1/tasks/reassign", json=reassign)
+    assert r.status_code == 422 and set(r.json()["errors"]) == {"to_user_id"}
+
+    other = root.as_key(root.post("/api/v1/tenants", json={"name": "Other"}).json()["api_key"])
+    other_tenants_user = other.get("/api/v1/users/me").json()["id"]
+    r = admin.post("/api/v1/contacts", json={"name": "Ан", "owner_id": other_tenants_user})
+    assert r.status_code == 422 and set(r.json()["errors"]) == {"owner_id"}
+    r = admin.post("/api/v1/channels", json={"kind": "form", "name": "Сайт", "owner_id": "nope"})
+    assert r.status_code == 422 and set(r.json()["errors"]) == {"owner_id"}
+
+    # a viewer is refused for its role before any reference is looked up
+    _, viewer = new_user(admin, "Viewer", role="viewer")
+    assert viewer.post("/api/v1/tasks", json={**body, **bad}).status_code == 403
