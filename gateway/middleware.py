@@ -142,7 +142,13 @@ class RateLimit:
 
 
 class Idempotency:
-    """Replays the first response for a repeated ``Idempotency-Key`` (per API key, 24 h)."""
+    """Replays the first response for a repeated ``Idempotency-Key`` (per API key, 24 h).
+
+    A buffered body is hashed before the request runs. A streamed body (CSV import) is never held
+    whole: the first request is hashed as it streams through and its answer remembered only when
+    the route read the body to the end; a repeat is read through (hashing, nothing kept) and then
+    answered like any other: the first answer, 422 for another body, 409 while the first still runs.
+    """
 
     def __init__(self, app: ASGIApp, collection: Callable[[], Any], clock: Clock, ttl_s: int = 86400) -> None:
         self.app = app
@@ -152,24 +158,17 @@ class Idempotency:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         idem = _header(scope, b"idempotency-key") if scope["type"] == "http" else None
-        if (
-            not idem
-            or scope["method"] != "POST"
-            or not scope["path"].startswith("/api/")
-            or scope["path"] in STREAMED_PATHS  # a streamed import is not buffered; it dedupes itself
-        ):
+        if not idem or scope["method"] != "POST" or not scope["path"].startswith("/api/"):
             await self.app(scope, receive, send)
             return
+        streamed = scope["path"] in STREAMED_PATHS
         auth = _header(scope, b"authorization") or ""
+        hasher = hashlib.sha256(scope["path"].encode() + b"\0")
         body = b""
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        digest = hashlib.sha256(scope["path"].encode() + b"\0" + body).hexdigest()
+        digest: str | None = None
+        if not streamed:
+            body = await _read_all(receive, hasher, keep=True)
+            digest = hasher.hexdigest()
         doc_id = hashlib.sha256(f"{auth}\0{idem}".encode()).hexdigest()
         coll = self.collection()
         now = self.clock.now()
@@ -179,32 +178,27 @@ class Idempotency:
             )
         except DuplicateKeyError:
             doc = await coll.find_one({"_id": doc_id})
-            if doc and doc["hash"] != digest:
-                await send_problem(
-                    send,
-                    ValidationFailed(
-                        {"Idempotency-Key": "was used with a different request body"},
-                        detail="This Idempotency-Key was already used with a different request.",
-                    ),
-                )
-                return
-            if doc and doc.get("state") == "done":
-                replayed = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in doc["headers"]]
-                replayed.append((b"idempotent-replayed", b"true"))
-                await send({"type": "http.response.start", "status": doc["status"], "headers": replayed})
-                await send({"type": "http.response.body", "body": doc["body"]})
-                return
-            await send_problem(send, Conflict("A request with this Idempotency-Key is still in progress."))
+            if streamed:
+                await _read_all(receive, hasher, keep=False)
+                digest = hasher.hexdigest()
+            await self._answer_repeat(send, doc, digest)
             return
 
-        delivered = False
+        body_read = not streamed
+        handed = False
 
         async def replay() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
+            nonlocal body_read, handed
+            if not streamed:
+                if handed:  # the buffered body went in once; then whatever the server says
+                    return await receive()
+                handed = True
                 return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+            message = await receive()
+            if message["type"] == "http.request":
+                hasher.update(message.get("body", b""))
+                body_read = body_read or not message.get("more_body")
+            return message
 
         status = 500
         headers: list[tuple[str, str]] = []
@@ -218,19 +212,22 @@ class Idempotency:
             if settled:
                 return
             settled = True
-            if status < 500:
+            # A failure is not remembered, nor an answer to a streamed body the route did not read
+            # to its end (its hash would not be the body's): the client may retry with the same key.
+            if status < 500 and body_read:
                 await coll.update_one(
                     {"_id": doc_id},
                     {
                         "$set": {
                             "state": "done",
+                            "hash": hasher.hexdigest(),
                             "status": status,
                             "headers": headers,
                             "body": b"".join(chunks),
                         }
                     },
                 )
-            else:  # a failure is not remembered: the client may retry with the same key
+            else:
                 await coll.delete_one({"_id": doc_id})
 
         async def capture(message: Message) -> None:
@@ -250,6 +247,41 @@ class Idempotency:
             if not settled:
                 status = 500
                 await settle()
+
+    @staticmethod
+    async def _answer_repeat(send: Send, doc: dict[str, Any] | None, digest: str | None) -> None:
+        if doc and doc.get("hash") is not None and doc["hash"] != digest:
+            await send_problem(
+                send,
+                ValidationFailed(
+                    {"Idempotency-Key": "was used with a different request body"},
+                    detail="This Idempotency-Key was already used with a different request.",
+                ),
+            )
+            return
+        if doc and doc.get("state") == "done":
+            replayed = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in doc["headers"]]
+            replayed.append((b"idempotent-replayed", b"true"))
+            await send({"type": "http.response.start", "status": doc["status"], "headers": replayed})
+            await send({"type": "http.response.body", "body": doc["body"]})
+            return
+        await send_problem(send, Conflict("A request with this Idempotency-Key is still in progress."))
+
+
+async def _read_all(receive: Receive, hasher: Any, *, keep: bool) -> bytes:
+    """Read a request body to its end, hashing it; kept only when ``keep`` (a streamed body is not)."""
+    parts: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        hasher.update(chunk)
+        if keep:
+            parts.append(chunk)
+        if not message.get("more_body"):
+            break
+    return b"".join(parts)
 
 
 class ContentType:

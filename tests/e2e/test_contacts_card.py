@@ -516,3 +516,30 @@ def test_csv_import_larger_than_the_api_body_limit_is_streamed(admin: Api) -> No
     assert out["imported"] == 300
     assert [f["line"] for f in out["failed"]] == [302]
     assert by_phone(admin, "+79173000299")[0]["name"] == "Клиент 299"
+
+
+def test_csv_import_with_an_idempotency_key_runs_once(admin: Api) -> None:
+    """The streamed import honours Idempotency-Key like every POST, without buffering the body:
+    the same body again gets the first answer (the second run would have reported `updated`),
+    another body under the same key a 422."""
+    padding = "y" * 4000
+    lines = ["name,phone,note"] + [
+        f"Повтор {i},+7 918 400 {i // 100:02d} {i % 100:02d},{padding}" for i in range(300)
+    ]
+    body = ("\n".join(lines) + "\n").encode()
+    assert len(body) > 1024 * 1024  # over the API limit: this really is the streamed path
+    headers = {"Content-Type": "text/csv", "Idempotency-Key": uuid.uuid4().hex}
+    first = admin.post("/api/v1/contacts/import", content=body, headers=headers)
+    assert first.status_code == 200, first.text
+    assert first.json()["imported"] == 300 and first.json()["updated"] == 0
+    again = admin.post("/api/v1/contacts/import", content=body, headers=headers)
+    assert again.status_code == 200 and again.json() == first.json()
+    assert again.headers.get("idempotent-replayed") == "true"
+    other = admin.post(
+        "/api/v1/contacts/import", content=body + "Ещё,+79184009999,\n".encode(), headers=headers
+    )
+    assert other.status_code == 422 and "Idempotency-Key" in other.json()["errors"]
+    assert by_phone(admin, "+79184009999") == []
+    # without the key the same file runs again: the people exist, so it updates them
+    plain = admin.post("/api/v1/contacts/import", content=body, headers={"Content-Type": "text/csv"})
+    assert plain.json()["imported"] == 0 and plain.json()["updated"] == 300
