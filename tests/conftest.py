@@ -10,12 +10,19 @@ from pathlib import Path
 import pytest
 
 from shared.localmongo import LocalMongo
-from tests.support.servers import delete_namespace_queues, mongo_container_url, rabbit_url
+from tests.support.servers import (
+    delete_dead_test_namespaces,
+    delete_namespace_queues,
+    mongo_container_url,
+    rabbit_url,
+)
 
 
 @pytest.fixture(scope="session")
 def rabbit() -> str:
-    return rabbit_url()
+    url = rabbit_url()
+    delete_dead_test_namespaces(url)  # what killed runs left behind
+    return url
 
 
 @pytest.fixture(scope="session")

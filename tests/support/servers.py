@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -56,20 +57,22 @@ def mongo_container_url() -> str | None:
     return str(container.get_connection_url())  # pragma: no cover
 
 
-def delete_namespace_queues(url: str, namespace: str) -> None:
+def delete_namespace_queues(url: str, namespace: str, listed: str | None = None) -> None:
     """Drop every queue a test namespace declared, so runs never pile up on a shared broker."""
     if not shutil.which("rabbitmqctl"):
         return
-    try:
-        out = subprocess.run(
-            ["rabbitmqctl", "list_queues", "name", "--quiet", "--no-table-headers"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return
-    names = [n.strip() for n in out.splitlines() if n.strip().startswith(namespace + ".")]
+    out = listed
+    if out is None:
+        try:
+            out = subprocess.run(
+                ["rabbitmqctl", "list_queues", "name", "--quiet", "--no-table-headers"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return
+    names = [line.split()[0] for line in out.splitlines() if line.strip().startswith(namespace + ".")]
     if not names:
         return
 
@@ -92,6 +95,41 @@ def delete_namespace_queues(url: str, namespace: str) -> None:
                     pass
 
     asyncio.run(drop())
+
+
+TEST_NAMESPACE = re.compile(r"^(t[0-9a-f]{10}|bench[0-9a-f]{6})\.")
+
+
+def delete_dead_test_namespaces(url: str) -> list[str]:
+    """Drop the queues of test namespaces left by runs that were killed before their teardown
+    (every queue of the namespace without a consumer). Each namespace declares ~50 quorum queues,
+    and a broker started with the default 1,024 file descriptors stops accepting connections once
+    enough of them pile up."""
+    if not shutil.which("rabbitmqctl"):
+        return []
+    try:
+        out = subprocess.run(
+            ["rabbitmqctl", "list_queues", "name", "consumers", "--quiet", "--no-table-headers"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    live: set[str] = set()
+    seen: set[str] = set()
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) != 2 or not (m := TEST_NAMESPACE.match(parts[0])):
+            continue
+        namespace = m.group(1)
+        seen.add(namespace)
+        if parts[1] != "0":
+            live.add(namespace)
+    dead = sorted(seen - live)
+    for namespace in dead:
+        delete_namespace_queues(url, namespace, listed=out)
+    return dead
 
 
 def host_port(url: str) -> tuple[str, int]:
