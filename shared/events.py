@@ -335,6 +335,15 @@ class PipelineChanged(Payload):
     occurred_at: str | None = None
 
 
+class PipelineDeleted(Payload):
+    """``pipeline.deleted``: an empty pipeline was removed (``pipeline.created`` again when the
+    delete had to be undone because a deal landed in it meanwhile)."""
+
+    pipeline_id: str
+    name: str | None = None
+    occurred_at: str | None = None
+
+
 # ---- contacts ----
 
 
@@ -388,6 +397,7 @@ PAYLOADS.update(
         ("deal.erased", 1): DealErased,
         ("pipeline.created", 1): PipelineChanged,
         ("pipeline.updated", 1): PipelineChanged,
+        ("pipeline.deleted", 1): PipelineDeleted,
         ("inbox.item_accepted", 1): InboxItemAccepted,
         ("inbox.item_linked", 1): InboxItemLinked,
         ("inbox.item_rejected", 1): InboxItemRejected,

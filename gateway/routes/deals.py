@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.deps import GW, Auth, Cursor, Limit
@@ -305,6 +306,14 @@ async def patch_pipeline(pipeline_id: str, body: PipelinePatch, p: Auth, gw: GW)
     return await gw.call(
         "deals", "update_pipeline", p, pipeline_id=pipeline_id, changes=body.model_dump(exclude_unset=True)
     )
+
+
+@router.delete("/pipelines/{pipeline_id}", status_code=204)
+async def delete_pipeline(pipeline_id: str, p: Auth, gw: GW) -> Response:
+    """Admin. Only a pipeline without deals (open, won or lost) can go: 409 `pipeline_has_deals`
+    otherwise. Deleting the default pipeline makes the oldest remaining one the default."""
+    await gw.call("deals", "delete_pipeline", p, pipeline_id=pipeline_id)
+    return Response(status_code=204)
 
 
 @router.delete("/pipelines/{pipeline_id}/stages/{stage_id}", response_model=PipelineOut)

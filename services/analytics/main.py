@@ -58,6 +58,7 @@ class AnalyticsService(Service):
         handlers = {
             "pipeline.created": self._pipeline,
             "pipeline.updated": self._pipeline,
+            "pipeline.deleted": self._pipeline,
             "deal.created": self._deal,
             "deal.updated": self._deal,
             "deal.stage_changed": self._deal_moved,
@@ -83,19 +84,18 @@ class AnalyticsService(Service):
     # ---- read models ------------------------------------------------------------------------
 
     async def _pipeline(self, uow: UnitOfWork, env: Envelope) -> None:
+        """The pipeline as of its newest event (their queues differ, so they may arrive out of
+        order); a deleted one stays as a tombstone that reports skip."""
         p = env.payload
-        await uow.db.pipelines.update_one(
-            {"_id": p["pipeline_id"], "tenant_id": env.tenant_id},
-            {
-                "$set": {
-                    "name": p.get("name"),
-                    "stages": p.get("stages", []),
-                    "default": bool(p.get("default")),
-                }
-            },
-            upsert=True,
-            session=uow.session,
-        )
+        at = _at(p.get("occurred_at")) or env.occurred_at
+        key = {"_id": p["pipeline_id"], "tenant_id": env.tenant_id}
+        known = await uow.db.pipelines.find_one(key, {"changed_at": 1}, session=uow.session)
+        if known is not None and known.get("changed_at") and as_utc(known["changed_at"]) > at:
+            return
+        fields: dict[str, Any] = {"changed_at": at, "deleted": env.event_type == "pipeline.deleted"}
+        if env.event_type != "pipeline.deleted":
+            fields.update(name=p.get("name"), stages=p.get("stages", []), default=bool(p.get("default")))
+        await uow.db.pipelines.update_one(key, {"$set": fields}, upsert=True, session=uow.session)
 
     async def _deal(self, uow: UnitOfWork, env: Envelope) -> None:
         """Fields of the deal as of the latest event (events may arrive out of order)."""
@@ -330,11 +330,12 @@ class AnalyticsService(Service):
         return await self._all("contacts", flt)
 
     async def _pipeline_doc(self, tenant: str, pipeline_id: str | None) -> dict[str, Any] | None:
+        live = {"tenant_id": tenant, "deleted": {"$ne": True}}
         if pipeline_id:
-            return await self.db.pipelines.find_one({"_id": pipeline_id, "tenant_id": tenant})
+            return await self.db.pipelines.find_one({**live, "_id": pipeline_id})
         return await self.db.pipelines.find_one(
-            {"tenant_id": tenant, "default": True}
-        ) or await self.db.pipelines.find_one({"tenant_id": tenant}, sort=[("_id", ASCENDING)])
+            {**live, "default": True}
+        ) or await self.db.pipelines.find_one(live, sort=[("_id", ASCENDING)])
 
     # ---- plans and marketing costs ----------------------------------------------------------
 

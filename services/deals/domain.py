@@ -301,6 +301,39 @@ def _pipeline_payload(pipeline: Pipeline, now: datetime) -> dict[str, Any]:
     }
 
 
+def delete_pipeline(
+    pipeline: Pipeline, pipelines: Sequence[Pipeline], deals_held: int, now: datetime
+) -> tuple[Pipeline | None, list[Event]]:
+    """Delete an empty pipeline: 409 ``pipeline_has_deals`` while any deal (open, won or lost) is in
+    it, since its history and reports depend on the stages. Deleting the default pipeline makes the
+    oldest remaining one the default (returned, to be saved).
+
+    Events: ``pipeline.deleted``; ``pipeline.updated`` for the pipeline made default."""
+    if deals_held:
+        raise Conflict(
+            "A pipeline that holds deals cannot be deleted: move or delete its deals first.",
+            errors={"pipeline_id": f"holds {deals_held} deal(s)"},
+            code="pipeline_has_deals",
+        )
+    events = [
+        _event(
+            "pipeline.deleted", {"pipeline_id": pipeline.id, "name": pipeline.name, "occurred_at": _iso(now)}
+        )
+    ]
+    rest = [p for p in pipelines if p.id != pipeline.id]
+    promoted = replace(rest[0], default=True) if pipeline.default and rest else None
+    if promoted is not None:
+        events.append(_event("pipeline.updated", _pipeline_payload(promoted, now)))
+    return promoted, events
+
+
+def restore_pipeline(pipeline: Pipeline, now: datetime) -> tuple[Pipeline, list[Event]]:
+    """Undo a delete that raced a new deal: the pipeline comes back (not as the default, which
+    another pipeline may hold by now). Event: ``pipeline.created``."""
+    back = replace(pipeline, default=False)
+    return back, [_event("pipeline.created", _pipeline_payload(back, now))]
+
+
 def _check_default(data: Mapping[str, Any], errs: _Errors) -> bool | None:
     if "default" not in data or data["default"] is None:
         return None

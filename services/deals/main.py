@@ -115,6 +115,7 @@ class DealsService(Service):
             "create_pipeline",
             "update_pipeline",
             "delete_stage",
+            "delete_pipeline",
             "list_loss_reasons",
             "add_loss_reason",
             "list_deals",
@@ -296,6 +297,43 @@ class DealsService(Service):
             pipeline,
             lambda p, counts, now: d.delete_stage(p, stage_id, now, counts.get(stage_id, 0), move_to),
         )
+
+    async def delete_pipeline(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+        """Admin. Delete a pipeline that holds no deals (409 ``pipeline_has_deals`` otherwise)."""
+        require_admin(ctx)
+        tenant = tenant_of(ctx)
+        pipeline_id = args.get("pipeline_id")
+
+        async def unit(uow: UnitOfWork) -> d.Pipeline:
+            current = await self._pipeline(uow, tenant, pipeline_id)
+            held = await uow.db.deals.count_documents(
+                {"tenant_id": tenant, "pipeline_id": current.id}, session=uow.session
+            )
+            promoted, events = d.delete_pipeline(current, await self._pipelines(uow, tenant), held, uow.now)
+            await uow.db.pipelines.delete_one({"_id": current.id, "tenant_id": tenant}, session=uow.session)
+            if promoted is not None:
+                await uow.db.pipelines.update_one(
+                    {"_id": promoted.id, "tenant_id": tenant},
+                    {"$set": {"default": True}},
+                    session=uow.session,
+                )
+            _emit_all(uow, tenant, events)
+            return current
+
+        deleted = await self._atomic(unit)
+        # A deal written by a transaction that read the pipeline before the delete committed may
+        # have landed in it: then the pipeline comes back and the delete is refused after all.
+        held = await self.db.deals.count_documents({"tenant_id": tenant, "pipeline_id": deleted.id})
+        if held:
+
+            async def undo(uow: UnitOfWork) -> None:
+                back, events = d.restore_pipeline(deleted, uow.now)
+                await uow.db.pipelines.insert_one(back.to_doc(), session=uow.session)
+                _emit_all(uow, tenant, events)
+
+            await self._atomic(undo)
+            d.delete_pipeline(deleted, [], held, self.clock.now())  # raises pipeline_has_deals
+        return {"pipeline_id": deleted.id, "deleted": True}
 
     async def _edit_pipeline(
         self,

@@ -13,7 +13,7 @@ from typing import Any
 import aio_pika
 import pytest
 
-from tests.support.hub import Api, HubProcess
+from tests.support.hub import Api, HubProcess, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -491,3 +491,35 @@ def test_pipeline_validation_names_the_bad_stage_and_openapi_documents_the_route
     ):
         assert path in paths, path
     assert "patch" in paths["/api/v1/deals/{deal_id}"] and "patch" in paths["/api/v1/pipelines/{pipeline_id}"]
+
+
+def test_only_an_empty_pipeline_can_be_deleted_and_the_default_passes_on(admin: Api, root: Api) -> None:
+    sales = make_pipeline(admin)  # the tenant's first pipeline: the default
+    b2b = make_pipeline(admin, name="B2B")
+    spare = make_pipeline(admin, name="Запасная")
+    assert sales["default"] and not b2b["default"]
+
+    deal = make_deal(admin, b2b)
+    move(admin, deal["id"], stage_ids(b2b)["lost"], lost_reason="Дорого")
+    r = admin.delete(f"/api/v1/pipelines/{b2b['id']}")
+    assert r.status_code == 409, r.text
+    assert r.json()["code"] == "pipeline_has_deals" and "1 deal" in r.json()["errors"]["pipeline_id"]
+    assert admin.get(f"/api/v1/pipelines/{b2b['id']}").status_code == 200
+
+    assert user(admin, "manager").delete(f"/api/v1/pipelines/{spare['id']}").status_code == 403
+    assert new_tenant(root).delete(f"/api/v1/pipelines/{spare['id']}").status_code == 404
+    assert admin.delete(f"/api/v1/pipelines/{spare['id']}").status_code == 204
+    assert admin.get(f"/api/v1/pipelines/{spare['id']}").status_code == 404
+    assert admin.delete(f"/api/v1/pipelines/{spare['id']}").status_code == 404
+
+    # the empty default goes; the oldest remaining pipeline becomes the default
+    assert admin.delete(f"/api/v1/pipelines/{sales['id']}").status_code == 204
+    listed = {p["id"]: p["default"] for p in admin.get("/api/v1/pipelines").json()["items"]}
+    assert listed == {b2b["id"]: True}
+    r = admin.post("/api/v1/deals", json={"title": "Без воронки", "contact_id": new_contact(admin)})
+    assert r.status_code == 201 and r.json()["pipeline_id"] == b2b["id"]
+    # the funnel report without a pipeline follows the new default
+    funnel = eventually(
+        lambda: (f := admin.get("/api/v1/reports/funnel").json()).get("pipeline_id") == b2b["id"] and f
+    )
+    assert funnel["pipeline_id"] == b2b["id"]
