@@ -8,7 +8,6 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.hub import Api, HubProcess
-from tests.support.servers import delete_namespace_queues
 
 
 @pytest.fixture(scope="package")
@@ -16,12 +15,8 @@ def hub(rabbit: str, mongo_url: str, tmp_path_factory: pytest.TempPathFactory) -
     """One hub for the e2e tests (they isolate themselves by tenant). It stops once the last e2e
     test is done, so that its pollers and timers do not load the servers the later tests use."""
     proc = HubProcess(rabbit_url=rabbit, mongo_url=mongo_url, data_dir=tmp_path_factory.mktemp("hub"))
-    proc.start()
-    try:
+    with proc.serving():
         yield proc
-    finally:
-        proc.stop()
-        delete_namespace_queues(rabbit, proc.namespace)
 
 
 @pytest.fixture

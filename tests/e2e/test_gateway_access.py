@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from tests.support.hub import Api, HubProcess, eventually
-from tests.support.servers import delete_namespace_queues
 
 pytestmark = pytest.mark.e2e
 
@@ -203,12 +202,8 @@ def slow_hub(rabbit: str, mongo_url: str, tmp_path_factory: pytest.TempPathFacto
         data_dir=Path(tmp_path_factory.mktemp("hub-rate")),
         env={"CRM_RATE_LIMIT": "2"},
     )
-    proc.start()
-    try:
+    with proc.serving():
         yield proc
-    finally:
-        proc.stop()
-        delete_namespace_queues(rabbit, proc.namespace)
 
 
 def test_429_with_retry_after_per_key(slow_hub: HubProcess) -> None:

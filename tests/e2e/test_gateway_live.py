@@ -18,7 +18,6 @@ import httpx
 import pytest
 
 from tests.support.hub import Api, HubProcess, eventually
-from tests.support.servers import delete_namespace_queues
 
 pytestmark = pytest.mark.e2e
 
@@ -251,12 +250,8 @@ def hook_hub(rabbit: str, mongo_url: str, tmp_path_factory: pytest.TempPathFacto
             "CRM_WEBHOOK_TIMEOUT_S": "1.5",
         },
     )
-    proc.start()
-    try:
+    with proc.serving():
         yield proc
-    finally:
-        proc.stop()
-        delete_namespace_queues(rabbit, proc.namespace)
 
 
 def subscribe(api: Api, url: str, events: list[str], secret: str) -> dict[str, Any]:

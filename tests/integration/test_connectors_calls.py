@@ -16,7 +16,6 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from pymongo import AsyncMongoClient
 
 from services.connectors.adapters.twilio import twilio_signature
 from services.connectors.adapters.zadarma import zadarma_signature
@@ -24,8 +23,7 @@ from services.connectors.main import ConnectorsService
 from shared.clock import FrozenClock
 from shared.events import Envelope, make_event
 from shared.normalize import identity_digest
-from shared.settings import Settings
-from tests.support.services import RecordingPublisher, offline_runtime
+from tests.support.services import RecordingPublisher, connectors_service
 
 pytestmark = pytest.mark.integration
 
@@ -39,18 +37,9 @@ def captured(publisher: RecordingPublisher) -> list[dict[str, Any]]:
 
 @pytest.fixture
 async def svc(mongo_url: str, namespace: str) -> AsyncIterator[ConnectorsService]:
-    settings = Settings(namespace=namespace, mongo_url=mongo_url, public_url="https://crm.example")
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
-    publisher = RecordingPublisher()
-    rt = offline_runtime(settings, client, publisher, FrozenClock(datetime(2026, 11, 27, 15, 0, tzinfo=UTC)))
-    service = ConnectorsService(rt)
-    await service.prepare()
-    try:
+    clock = FrozenClock(datetime(2026, 11, 27, 15, 0, tzinfo=UTC))
+    async with connectors_service(mongo_url, namespace, clock, public_url="https://crm.example") as service:
         yield service
-    finally:
-        await service.store.stop()
-        await client.drop_database(settings.db_name("connectors"))
-        await client.close()
 
 
 def published(svc: ConnectorsService) -> RecordingPublisher:

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
 
 from services.connectors.main import ConnectorsService
-from shared.settings import Settings
-from tests.support.services import RecordingPublisher, offline_runtime
+from tests.support.services import connectors_service
 
 pytestmark = pytest.mark.integration
 
@@ -21,16 +18,8 @@ CTX = {"tenant_id": "ten-health", "user_id": "u1", "role": "admin", "settings": 
 
 @pytest.fixture
 async def svc(mongo_url: str, namespace: str) -> AsyncIterator[ConnectorsService]:
-    settings = Settings(namespace=namespace, mongo_url=mongo_url)
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
-    service = ConnectorsService(offline_runtime(settings, client, RecordingPublisher()))
-    await service.prepare()
-    try:
+    async with connectors_service(mongo_url, namespace) as service:
         yield service
-    finally:
-        await service.store.stop()
-        await client.drop_database(settings.db_name("connectors"))
-        await client.close()
 
 
 async def test_reads_racing_a_health_flush_see_every_count_once(svc: ConnectorsService) -> None:

@@ -8,13 +8,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 
 from shared.localmongo import free_port
+from tests.support.servers import delete_namespace_queues
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -87,6 +89,16 @@ class HubProcess:
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"hub not ready in {timeout_s}s:\n{self.tail()}")
+
+    @contextmanager
+    def serving(self) -> Iterator[HubProcess]:
+        """Started for the ``with`` block; then stopped and its namespace's queues dropped."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+            delete_namespace_queues(self.env["CRM_RABBIT_URL"], self.namespace)
 
     def tail(self, n: int = 60) -> str:
         try:

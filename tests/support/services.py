@@ -9,6 +9,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet
 
+from services.connectors.main import ConnectorsService
 from services.deals.main import DealsService
 from shared.bus import Topology, make_broker
 from shared.clock import Clock, SystemClock
@@ -58,4 +59,21 @@ async def deals_service(mongo_url: str) -> AsyncIterator[DealsService]:
         yield svc
     finally:
         await client.drop_database(svc.db.name)
+        await client.close()
+
+
+@asynccontextmanager
+async def connectors_service(
+    mongo_url: str, namespace: str, clock: Clock | None = None, **settings: Any
+) -> AsyncIterator[ConnectorsService]:
+    """A ConnectorsService on its namespace's database (dropped afterwards); no broker."""
+    config = Settings(namespace=namespace, mongo_url=mongo_url, **settings)
+    client = mongo_client(mongo_url)
+    svc = ConnectorsService(offline_runtime(config, client, RecordingPublisher(), clock))
+    await svc.prepare()
+    try:
+        yield svc
+    finally:
+        await svc.store.stop()
+        await client.drop_database(config.db_name("connectors"))
         await client.close()
