@@ -131,6 +131,7 @@ class CompanyIn(BaseModel):
     emails: list[str] = Field(default_factory=list, max_length=20)
     owner_id: str | None = None
     tags: list[str] = Field(default_factory=list, max_length=50)
+    custom: dict[str, Any] = Field(default_factory=dict, description="Values of `company` custom fields.")
 
 
 class CompanyPatch(BaseModel):
@@ -141,6 +142,7 @@ class CompanyPatch(BaseModel):
     emails: list[str] | None = Field(default=None, max_length=20)
     owner_id: str | None = None
     tags: list[str] | None = Field(default=None, max_length=50)
+    custom: dict[str, Any] | None = Field(default=None, description="Merged in; a null value removes a key.")
 
 
 class CompanyOut(BaseModel):
@@ -151,6 +153,7 @@ class CompanyOut(BaseModel):
     emails: list[str] = Field(default_factory=list)
     owner_id: str | None = None
     tags: list[str] = Field(default_factory=list)
+    custom: dict[str, Any] = Field(default_factory=dict)
     created_at: str | None = None
     updated_at: str | None = None
 
@@ -170,7 +173,7 @@ class CustomFieldIn(BaseModel):
             ]
         },
     )
-    entity: Literal["contact", "deal"]
+    entity: Literal["contact", "company", "deal"]
     key: str = Field(min_length=1, max_length=64)
     label: str = Field(min_length=1, max_length=200)
     type: Literal["string", "number", "date", "enum", "multi_enum", "bool", "phone", "email", "url"]
@@ -427,7 +430,9 @@ async def create_custom_field(body: CustomFieldIn, p: Auth, gw: GW) -> Any:
 
 
 @router.get("/custom-fields", response_model=Page)
-async def list_custom_fields(p: Auth, gw: GW, entity: Literal["contact", "deal"] | None = None) -> Any:
+async def list_custom_fields(
+    p: Auth, gw: GW, entity: Literal["contact", "company", "deal"] | None = None
+) -> Any:
     return await gw.call("contacts", "list_custom_fields", p, entity=entity)
 
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from shared.normalize import clean_text, normalize_email, normalize_phone
 
-ENTITIES = ("contact", "deal")
+ENTITIES = ("contact", "company", "deal")
 TYPES = ("string", "number", "date", "enum", "multi_enum", "bool", "phone", "email", "url")
 KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_STRING = 2000

@@ -941,6 +941,10 @@ class ContactsService(Service):
         body = args.get("body") or {}
         errors: dict[str, str] = {}
         fields = self._company_fields(ctx, {"name": body.get("name"), **body}, errors)
+        custom, custom_errors = validate_custom(
+            await self._fields(wf["tenant_id"], "company"), body.get("custom") or {}, region=_region(ctx)
+        )
+        errors.update(custom_errors)
         if errors:
             raise ValidationFailed(errors)
         doc = {
@@ -951,6 +955,7 @@ class ContactsService(Service):
             "phones": fields.get("phones", []),
             "emails": fields.get("emails", []),
             "tags": fields.get("tags", []),
+            "custom": custom,
             "owner_id": fields.get("owner_id", None if ctx.get("role") == "admin" else ctx.get("user_id")),
         }
         doc["search"] = search_words(doc["name"], doc["phones"], doc["emails"])
@@ -991,7 +996,17 @@ class ContactsService(Service):
         wf = write_filter(ctx)
         doc = must(await self.db.companies.find_one({**wf, "_id": args["company_id"]}), "company")
         errors: dict[str, str] = {}
-        update = self._company_fields(ctx, args.get("changes") or {}, errors)
+        changes = args.get("changes") or {}
+        update = self._company_fields(ctx, changes, errors)
+        if changes.get("custom") is not None:
+            update["custom"], custom_errors = validate_custom(
+                await self._fields(wf["tenant_id"], "company"),
+                changes["custom"],
+                existing=doc.get("custom") or {},
+                partial=True,
+                region=_region(ctx),
+            )
+            errors.update(custom_errors)
         if errors:
             raise ValidationFailed(errors)
         merged = {**doc, **update}

@@ -133,6 +133,7 @@ def company_view(doc: dict[str, Any]) -> dict[str, Any]:
         "emails": doc.get("emails", []),
         "owner_id": doc.get("owner_id"),
         "tags": doc.get("tags", []),
+        "custom": doc.get("custom") or {},
         "created_at": iso(doc.get("created_at")),
         "updated_at": iso(doc.get("updated_at")),
     }

@@ -543,3 +543,36 @@ def test_csv_import_with_an_idempotency_key_runs_once(admin: Api) -> None:
     # without the key the same file runs again: the people exist, so it updates them
     plain = admin.post("/api/v1/contacts/import", content=body, headers={"Content-Type": "text/csv"})
     assert plain.json()["imported"] == 0 and plain.json()["updated"] == 300
+
+
+def test_companies_have_their_own_validated_custom_fields(admin: Api) -> None:
+    for f in (
+        {"entity": "company", "key": "inn", "label": "ИНН", "type": "string", "required": True},
+        {"entity": "company", "key": "size", "label": "Размер", "type": "enum", "options": ["S", "M", "L"]},
+        {"entity": "contact", "key": "size", "label": "Размер одежды", "type": "string"},
+    ):
+        assert admin.post("/api/v1/custom-fields", json=f).status_code == 201
+    keys = [
+        f["key"] for f in admin.get("/api/v1/custom-fields", params={"entity": "company"}).json()["items"]
+    ]
+    assert sorted(keys) == ["inn", "size"]
+
+    r = admin.post("/api/v1/companies", json={"name": "ООО Ромашка", "custom": {"size": "XL"}})
+    assert r.status_code == 422, r.text
+    assert set(r.json()["errors"]) == {"custom.size", "custom.inn"}  # wrong option; required field missing
+    assert admin.get("/api/v1/companies", params={"q": "ромашка"}).json()["items"] == []
+
+    r = admin.post(
+        "/api/v1/companies", json={"name": "ООО Ромашка", "custom": {"inn": "7701234567", "size": "M"}}
+    )
+    assert r.status_code == 201, r.text
+    company = r.json()
+    assert company["custom"] == {"inn": "7701234567", "size": "M"}
+    r = admin.patch(f"/api/v1/companies/{company['id']}", json={"custom": {"size": "Huge"}})
+    assert r.status_code == 422 and set(r.json()["errors"]) == {"custom.size"}
+    r = admin.patch(f"/api/v1/companies/{company['id']}", json={"custom": {"size": None}})
+    assert r.status_code == 200 and r.json()["custom"] == {"inn": "7701234567"}
+    assert admin.get(f"/api/v1/companies/{company['id']}").json()["custom"] == {"inn": "7701234567"}
+    # a contact's field of the same key is another field: "XL" is fine there
+    r = admin.post("/api/v1/contacts", json={"name": "Анна", "custom": {"size": "XL"}})
+    assert r.status_code == 201 and r.json()["custom"] == {"size": "XL"}
