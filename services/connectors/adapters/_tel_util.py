@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .base import CallStatus, Direction, HookError, RawRequest
+from .base import CallStatus, Captured, Direction, HookError, RawRequest, Sender
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 JSON_TYPES = ("application/json", "text/json")
@@ -263,6 +263,38 @@ def call_data(
         if value is not None:
             data[key] = value
     return data
+
+
+def recording_item(
+    *,
+    idempotency_key: str,
+    subject_key: str,
+    direction: Direction,
+    occurred_at: datetime,
+    call_id: str,
+    recording_url: str | None = None,
+    **extra: Any,
+) -> Captured:
+    """A finished recording of a call: no client of its own (it joins its call through
+    ``subject_key``), no status; ``extra`` are further ``data`` keys (``recording_id``...)."""
+    return Captured(
+        idempotency_key=idempotency_key,
+        kind="call",
+        direction=direction,
+        occurred_at=occurred_at,
+        sender=Sender(),
+        summary="Call recording",
+        data=call_data(
+            status=None,
+            duration_s=None,
+            recording_url=recording_url,
+            from_=None,
+            to=None,
+            call_id=call_id,
+            **extra,
+        ),
+        subject_key=subject_key,
+    )
 
 
 def phones(*numbers: str | None) -> tuple[str, ...]:

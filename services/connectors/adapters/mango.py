@@ -29,6 +29,7 @@ from ._tel_util import (
     invalid,
     json_value,
     phones,
+    recording_item,
     require_form,
     text_of,
     unix_datetime,
@@ -218,24 +219,14 @@ class MangoAdapter:
         state = (text_of(event.get("recording_state")) or "Completed").lower()
         if state != "completed":
             return None
-        return Captured(
+        return recording_item(
             idempotency_key=f"mango:{req['entry_id']}:recording:{req['recording_id']}",
-            kind="call",
+            subject_key=f"mango:call:{req['entry_id']}",
             direction="in",
             occurred_at=unix_datetime(event.get("timestamp")) or utc(now),
-            sender=Sender(),
-            summary="Call recording",
-            data=call_data(
-                status=None,
-                duration_s=None,
-                recording_url=None,
-                from_=None,
-                to=None,
-                call_id=req["entry_id"],
-                leg_id=text_of(event.get("call_id")),
-                recording_id=req["recording_id"],
-            ),
-            subject_key=f"mango:call:{req['entry_id']}",
+            call_id=req["entry_id"],
+            leg_id=text_of(event.get("call_id")),
+            recording_id=req["recording_id"],
         )
 
 

@@ -37,6 +37,7 @@ from ._tel_util import (
     form_pairs,
     invalid,
     phones,
+    recording_item,
     require_form,
     utc,
 )
@@ -228,24 +229,15 @@ class TwilioAdapter:
         if not url:
             raise invalid({"RecordingUrl": "required for a completed recording"})
         direction: Direction = "out" if params.get("Direction", "").startswith("outbound") else "in"
-        return Captured(
+        return recording_item(
             idempotency_key=f"twilio:{call_sid}:recording:{recording_sid}",
-            kind="call",
+            subject_key=f"twilio:call:{params.get('ParentCallSid') or call_sid}",
             direction=direction,
             occurred_at=_occurred_at(params, now),
-            sender=Sender(),
-            summary="Call recording",
-            data=call_data(
-                status=None,
-                duration_s=None,
-                recording_url=url,
-                from_=None,
-                to=None,
-                call_id=call_sid,
-                recording_id=recording_sid,
-                recording_duration_s=duration_of(params.get("RecordingDuration")),
-            ),
-            subject_key=f"twilio:call:{params.get('ParentCallSid') or call_sid}",
+            call_id=call_sid,
+            recording_url=url,
+            recording_id=recording_sid,
+            recording_duration_s=duration_of(params.get("RecordingDuration")),
         )
 
 

@@ -35,6 +35,7 @@ from ._tel_util import (
     invalid,
     local_datetime,
     phones,
+    recording_item,
     require_form,
     utc,
     zone_of,
@@ -149,23 +150,13 @@ class ZadarmaAdapter:
 
         if event == "NOTIFY_RECORD":
             direction: Direction = "out" if call_id.startswith("out_") else "in"
-            return Captured(
+            return recording_item(
                 idempotency_key=f"{key}:{params['call_id_with_rec']}",
-                kind="call",
+                subject_key=subject,
                 direction=direction,
                 occurred_at=utc(now),
-                sender=Sender(),
-                summary="Call recording",
-                data=call_data(
-                    status=None,
-                    duration_s=None,
-                    recording_url=None,
-                    from_=None,
-                    to=None,
-                    call_id=call_id,
-                    recording_id=params["call_id_with_rec"],
-                ),
-                subject_key=subject,
+                call_id=call_id,
+                recording_id=params["call_id_with_rec"],
             )
 
         started = local_datetime(params["call_start"], zone)
