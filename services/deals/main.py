@@ -73,6 +73,14 @@ def _emit_all(
         uow.emit(event["event_type"], tenant_id, event["payload"], idempotency_key=key, caused_by=caused_by)
 
 
+async def _deals_of_contact(
+    uow: UnitOfWork, tenant: str, contact_id: str, **also: Any
+) -> list[dict[str, Any]]:
+    """A contact's deals (that also match ``also``), read in ``uow`` through the contact index."""
+    flt = {"tenant_id": tenant, "contact_id": contact_id, **also}
+    return await uow.db.deals.find(flt, session=uow.session).hint(IX_CONTACT).to_list(None)
+
+
 def _hint(filters: Mapping[str, Any]) -> list[tuple[str, int]]:
     """The index that serves a deal listing with these filters (``_id`` descending within it)."""
     if "pipeline_id" in filters and "stage_id" in filters:
@@ -761,13 +769,7 @@ class DealsService(Service):
                 upsert=True,
                 session=uow.session,
             )
-            docs = (
-                await uow.db.deals.find(
-                    {"tenant_id": tenant, "contact_id": contact_id, "source": None}, session=uow.session
-                )
-                .hint(IX_CONTACT)
-                .to_list(None)
-            )
+            docs = await _deals_of_contact(uow, tenant, contact_id, source=None)
             for doc in docs:
                 deal, events = d.attribute_source(d.Deal.from_doc(doc), source, uow.now)
                 if events:
@@ -784,11 +786,7 @@ class DealsService(Service):
         tenant = env.tenant_id
 
         async def unit(uow: UnitOfWork) -> None:
-            docs = (
-                await uow.db.deals.find({"tenant_id": tenant, "contact_id": merged}, session=uow.session)
-                .hint(IX_CONTACT)
-                .to_list(None)
-            )
+            docs = await _deals_of_contact(uow, tenant, merged)
             for doc in docs:
                 deal, events = d.repoint_contact(d.Deal.from_doc(doc), merged, survivor, uow.now)
                 if events:
@@ -804,11 +802,7 @@ class DealsService(Service):
         tenant = env.tenant_id
 
         async def unit(uow: UnitOfWork) -> None:
-            docs = (
-                await uow.db.deals.find({"tenant_id": tenant, "contact_id": contact_id}, session=uow.session)
-                .hint(IX_CONTACT)
-                .to_list(None)
-            )
+            docs = await _deals_of_contact(uow, tenant, contact_id)
             for doc in docs:
                 deal, events = d.erase_personal_data(d.Deal.from_doc(doc), uow.now)
                 await uow.db.open_tasks.update_many(
