@@ -79,6 +79,20 @@ def _sender_filter(phones: list[str], emails: list[str]) -> list[dict[str, Any]]
     return ors
 
 
+PERSON_CLEARED: dict[str, Any] = {
+    "name": None,
+    "name_key": None,
+    "phones": [],
+    "emails": [],
+    "raw_phones": [],
+    "handles": [],
+    "custom": {},
+    "tags": [],
+    "search": [],
+}
+"""What a card that was merged away or erased no longer holds: everything that says who it was."""
+
+
 class ContactsService(Service):
     name = "contacts"
     indexes: ClassVar = {
@@ -648,15 +662,7 @@ class ContactsService(Service):
                         "merged_into": s_id,
                         "merged_at": uow.now,
                         "updated_at": uow.now,
-                        "name": None,
-                        "name_key": None,
-                        "phones": [],
-                        "emails": [],
-                        "raw_phones": [],
-                        "handles": [],
-                        "custom": {},
-                        "tags": [],
-                        "search": [],
+                        **PERSON_CLEARED,
                     }
                 },
                 session=s,
@@ -751,21 +757,7 @@ class ContactsService(Service):
             s = uow.session
             await uow.db.contacts.update_many(
                 {"tenant_id": tenant, "_id": {"$in": ids}},
-                {
-                    "$set": {
-                        "name": None,
-                        "name_key": None,
-                        "phones": [],
-                        "emails": [],
-                        "raw_phones": [],
-                        "handles": [],
-                        "custom": {},
-                        "tags": [],
-                        "search": [],
-                        "updated_at": uow.now,
-                        "erased_at": uow.now,
-                    }
-                },
+                {"$set": {**PERSON_CLEARED, "updated_at": uow.now, "erased_at": uow.now}},
                 session=s,
             )
             await uow.db.contacts.update_one(
