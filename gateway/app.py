@@ -73,15 +73,21 @@ def create_app(
     rpc = RpcClient(settings.rabbit_url, hub.runtime.topology, settings.rpc_timeout_s)
     gw = Gateway(settings, hub, identity, rpc, resolve_root_token(settings))
 
+    async def startup() -> None:
+        await hub.start()
+        await rpc.start(settings.broker_timeout_s)
+
+    async def shutdown() -> None:
+        await rpc.stop()
+        await hub.stop()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await hub.start()
-        await rpc.start()
+        await startup()
         try:
             yield
         finally:
-            await rpc.stop()
-            await hub.stop()
+            await shutdown()
 
     app = FastAPI(
         title="CRM hub",
@@ -90,6 +96,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.gateway = gw
+    app.state.startup = startup
+    app.state.shutdown = shutdown
 
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
@@ -153,7 +161,7 @@ def create_app(
     )
     async def ready() -> JSONResponse:
         state = await hub.readiness()
-        if not rpc._conn:
+        if not rpc.connected:
             state["missing"].append("rpc")
             state["ready"] = False
         return JSONResponse(state, status_code=200 if state["ready"] else 503)

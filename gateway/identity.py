@@ -6,24 +6,21 @@ shown once. Every request runs as one user of one tenant (:class:`Principal`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
-import json
 import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from faststream import AckPolicy
-from faststream.rabbit import RabbitQueue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pymongo import IndexModel
 
 from gateway.live import LiveFeed
 from gateway.metrics import Metrics
 from gateway.webhooks import Webhooks, WebhookSettings
-from shared.bus import subscribe_event
 from shared.clock import new_id
 from shared.errors import Forbidden, NotFound, Unauthorized, ValidationFailed, problem_from_pydantic
 from shared.events import Envelope, TenantSettingsChanged, UserChanged
@@ -148,33 +145,46 @@ class GatewayService(Service):
         self.webhooks = Webhooks(
             self.db, self.rt.secrets, self.clock, WebhookSettings(), observe=self.metrics.webhook_outcome
         )
-        topology = self.rt.topology
-        # Live stream: this process's own queue on every event (gone when the process is).
-        live_queue = RabbitQueue(
-            f"{topology.ns}.gateway-live.{uuid.uuid4().hex[:12]}",
-            exclusive=True,
-            auto_delete=True,
-            routing_key="#",
-        )
-        self.router.subscriber(
-            live_queue, topology.events, ack_policy=AckPolicy.ACK_FIRST, title="gateway:live"
-        )(self._on_live)
-        # Outbound webhooks: a durable queue, so events are not lost while the gateway is down.
-        subscribe_event(self.router, topology, "gateway-webhooks", "#", self.webhooks.on_event)
+        # Outbound webhooks: this service's durable queue on every public event (not lost while
+        # the gateway is down), and the automation rules' webhook action.
+        self.on("#", self.webhooks.on_event, consumer="gateway-webhooks")
+        self.on("rule.webhook_requested", self.webhooks.on_event, consumer="gateway-webhooks")
+        self._live_channel: Any = None
 
-    async def _on_live(self, body: Any) -> None:
+    async def _start_live(self) -> None:
+        """Live stream: this process's own exclusive queue on every public event (gone with the
+        process), acknowledged on arrival."""
+        bus = self.rt.bus
+        self._live_channel = await bus.channel(256)
+        queue = await bus.step(
+            "declaring the live-stream queue",
+            self._live_channel.declare_queue(
+                f"{self.rt.topology.ns}.gateway-live.{uuid.uuid4().hex[:12]}",
+                exclusive=True,
+                auto_delete=True,
+            ),
+        )
+        await bus.step("binding the live-stream queue", queue.bind(self.rt.topology.events, routing_key="#"))
+        await bus.step("consuming the live stream", queue.consume(self._on_live, no_ack=True))
+
+    async def _on_live(self, message: Any) -> None:
         try:
-            env = Envelope.model_validate(body if isinstance(body, dict) else json.loads(body))
+            env = Envelope.model_validate_json(message.body)
         except (ValueError, TypeError):
             return
         self.metrics.observe_event(env.occurred_at, self.clock)
         self.live.publish(env)
 
     async def on_start(self) -> None:
+        await self._start_live()
         self.webhooks.start()
 
     async def on_stop(self) -> None:
         await self.webhooks.stop()
+        if self._live_channel is not None:
+            with contextlib.suppress(Exception):
+                await self._live_channel.close()
+            self._live_channel = None
 
     # ---- tenants ----------------------------------------------------------------------------
 

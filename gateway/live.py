@@ -16,16 +16,13 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from shared.events import Envelope
-
-HIDDEN_TYPES = frozenset({"interaction.captured"})
-"""Internal hand-offs (raw, not yet matched to a contact) are not part of the public stream."""
-HIDDEN_PREFIXES = ("rule.",)
-"""Commands of automation rules to other services: internal too."""
+from shared.events import Envelope, is_public
 
 
 def is_internal(event_type: str) -> bool:
-    return event_type in HIDDEN_TYPES or event_type.startswith(HIDDEN_PREFIXES)
+    """Not one of the public event types of API.md. Those are the only ones published to the
+    exchange the gateway reads; this check is the second line of defence."""
+    return not is_public(event_type)
 
 
 def public_event(env: Envelope) -> dict[str, Any]:

@@ -1,75 +1,146 @@
-"""``crm run all|gateway|contacts|deals|tasks|analytics|connectors``."""
+"""``crm run all|gateway|contacts|deals|tasks|analytics|connectors`` and ``crm broker drop <ns>``.
+
+Start-up is bounded and interruptible: every broker step has ``CRM_BROKER_TIMEOUT_S``, a broker
+that never answers ends the process with exit code 2 and a message naming the URL and the step,
+and SIGTERM/SIGINT stop the process within ``STOP_GRACE_S`` in every state, starting included.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import logging
+import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shared.hub import SERVICES, BrokerUnreachable, Hub
+from shared.bus import BrokerUnreachable, drop_namespace
+from shared.hub import CONSUMING, SERVICES, Hub, topology_of
 from shared.localmongo import LocalMongo
 from shared.logs import setup_logging
 from shared.settings import Settings
 
 log = logging.getLogger("crm")
+STOP_GRACE_S = 8.0
+"""Time given to a stop (HTTP server, consumers, clients) before the process exits anyway."""
 
 
-def _serve_http(app: Any, settings: Settings, port: int) -> None:
-    import uvicorn
-
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+class Stopped(Exception):
+    """A signal asked the process to stop."""
 
 
-async def _run_services(settings: Settings, names: list[str], mongo_url: str) -> None:
-    hub = Hub(settings, names, mongo_url=mongo_url)
+async def _until_stopped(stop: asyncio.Event, aw: Awaitable[Any]) -> Any:
+    """Run ``aw`` unless a stop signal comes first (then cancel it and raise :class:`Stopped`)."""
+    task = asyncio.ensure_future(aw)
+    waiter = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        waiter.cancel()
+        return task.result()
+    task.cancel()
+    await asyncio.wait({task}, timeout=2)  # never waits on a task that ignores the cancel
+    raise Stopped()
+
+
+async def _serve(
+    start: Callable[[], Awaitable[None]],
+    stop_all: Callable[[], Awaitable[None]],
+    app: Any | None,
+    settings: Settings,
+    port: int,
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        stop.set()
+        _watchdog.arm()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await hub.start()
-    log.info("services running", extra={"services": names})
+        loop.add_signal_handler(sig, on_signal)
     try:
-        await stop.wait()
+        await _until_stopped(stop, start())
+        if app is None:
+            log.info("services running")
+            await stop.wait()
+            return
+        import uvicorn
+
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=settings.host,
+                port=port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=5,
+            )
+        )
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+        serving = asyncio.ensure_future(server.serve())
+        waiter = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({serving, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(serving), STOP_GRACE_S / 2)
+        except TimeoutError:
+            server.force_exit = True
+        waiter.cancel()
+    except Stopped:
+        log.info("stopped while starting")
     finally:
-        await hub.stop()
+        stopping = asyncio.ensure_future(stop_all())
+        await asyncio.wait({stopping}, timeout=STOP_GRACE_S / 2)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="crm", description="Run the CRM hub or one of its services.")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    run = sub.add_parser("run", help="run the hub (all) or one process of it")
-    run.add_argument("what", choices=["all", "gateway", *SERVICES])
-    run.add_argument("--port", type=int, default=None)
-    args = parser.parse_args(argv)
+class _Watchdog:
+    """Ends the process ``STOP_GRACE_S`` after a stop signal, whatever still runs (a client
+    waiting on a broker that never answers), after stopping the local database server."""
 
-    settings = Settings()
-    setup_logging(settings.log_format, settings.log_level)
+    def __init__(self) -> None:
+        self.cleanup: list[Callable[[], None]] = []
+        self._timer: threading.Timer | None = None
+
+    def arm(self) -> None:
+        if self._timer is None:
+            self._timer = threading.Timer(STOP_GRACE_S, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _fire(self) -> None:
+        for fn in self.cleanup:
+            with contextlib.suppress(Exception):
+                fn()
+        log.warning("stop took longer than %s s; exiting", STOP_GRACE_S)
+        os._exit(0)
+
+
+_watchdog = _Watchdog()
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     local: LocalMongo | None = None
     mongo_url = settings.mongo_url
     if not mongo_url:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         local = LocalMongo(settings.data_dir / "mongo", log_path=settings.data_dir / "mongo.log").start()
         mongo_url = local.url
+        _watchdog.cleanup.append(local.stop)
         log.info("local MongoDB-protocol server started", extra={"port": local.port})
     try:
         if args.what in ("all", "gateway"):
             from gateway.app import create_app
 
-            port = args.port or settings.port
             app = create_app(settings, services=None if args.what == "all" else [], mongo_url=mongo_url)
-            _serve_http(app, settings, port)
+            asyncio.run(
+                _serve(app.state.startup, app.state.shutdown, app, settings, args.port or settings.port)
+            )
         elif args.what == "connectors":
             from fastapi import FastAPI
 
@@ -78,13 +149,14 @@ def main(argv: list[str] | None = None) -> int:
             hub = Hub(settings, ["connectors"], mongo_url=mongo_url)
             svc = hub.services["connectors"]
             assert isinstance(svc, ConnectorsService)
-            app = FastAPI(lifespan=_lifespan(hub))
-            app.mount("/", svc.ingress_app())
-            _serve_http(app, settings, args.port or settings.port + 1)
+            ingress = FastAPI()
+            ingress.mount("/", svc.ingress_app())
+            asyncio.run(_serve(hub.start, hub.stop, ingress, settings, args.port or settings.port + 1))
         else:
-            asyncio.run(_run_services(settings, [args.what], mongo_url))
+            hub = Hub(settings, [args.what], mongo_url=mongo_url)
+            asyncio.run(_serve(hub.start, hub.stop, None, settings, 0))
     except BrokerUnreachable as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     finally:
         if local:
@@ -92,16 +164,163 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _lifespan(hub: Hub) -> Callable[[Any], AbstractAsyncContextManager[None]]:
-    @asynccontextmanager
-    async def lifespan(_app: Any) -> AsyncIterator[None]:
-        await hub.start()
-        try:
-            yield
-        finally:
-            await hub.stop()
+def _broker(args: argparse.Namespace, settings: Settings) -> int:
+    """``crm broker drop <namespace>``: delete an installation's queues and exchanges."""
+    topology = topology_of(settings.model_copy(update={"namespace": args.namespace}))
+    queues = [
+        *topology.durable_queues(CONSUMING, SERVICES),
+        *legacy_queue_names(args.namespace),
+    ]
+    try:
+        dropped = asyncio.run(
+            drop_namespace(settings.rabbit_url, topology, queues, settings.broker_timeout_s)
+        )
+    except BrokerUnreachable as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    print(f"dropped {len(dropped)} queues and exchanges of namespace {args.namespace}")
+    return 0
 
-    return lifespan
+
+def installation(namespace: str) -> Hub:
+    """The services of one installation, built but not connected (their tables name the queues)."""
+    from cryptography.fernet import Fernet
+
+    from gateway.identity import GatewayService
+
+    settings = Settings(namespace=namespace, secret_key=Fernet.generate_key().decode())
+    hub = Hub(settings, list(SERVICES), mongo_url="mongodb://127.0.0.1:9/?connect=false")
+    hub.add(GatewayService(hub.runtime))
+    return hub
+
+
+def definitions(namespace: str, queue_type: str = "quorum") -> dict[str, Any]:
+    """RabbitMQ definitions (``rabbitmqctl import_definitions``) of everything the hub declares:
+    exchanges, one queue per consuming service with its bindings, the dead letters, the RPC
+    queues. ``deploy/rabbitmq-definitions.json`` is this for ``crm`` with quorum queues."""
+    hub = installation(namespace)
+    t = topology_of(hub.settings.model_copy(update={"queue_type": queue_type}))
+    vhost = "/"
+    exchanges = [
+        {
+            "name": n,
+            "vhost": vhost,
+            "type": "topic",
+            "durable": True,
+            "auto_delete": False,
+            "internal": False,
+            "arguments": {},
+        }
+        for n in (t.events, t.internal, t.dead_letter)
+    ]
+    queues = []
+    bindings = [
+        {
+            "source": t.dead_letter,
+            "vhost": vhost,
+            "destination": t.dead_letters,
+            "destination_type": "queue",
+            "routing_key": "#",
+            "arguments": {},
+        }
+    ]
+    for svc in hub.services.values():
+        if not svc.events.handlers:
+            continue
+        name = t.service_queue(svc.name)
+        queues.append(
+            {
+                "name": name,
+                "vhost": vhost,
+                "durable": True,
+                "auto_delete": False,
+                "arguments": t.queue_arguments(),
+            }
+        )
+        for rk in sorted(svc.events.handlers):
+            source = t.events if rk == "#" else t.exchange_for(rk.rsplit(".v", 1)[0])
+            bindings.append(
+                {
+                    "source": source,
+                    "vhost": vhost,
+                    "destination": name,
+                    "destination_type": "queue",
+                    "routing_key": rk,
+                    "arguments": {},
+                }
+            )
+    queues.append(
+        {
+            "name": t.dead_letters,
+            "vhost": vhost,
+            "durable": True,
+            "auto_delete": False,
+            "arguments": t.queue_arguments(dead_letter=False),
+        }
+    )
+    for svc in hub.services.values():
+        if svc.rpc.methods:
+            queues.append(
+                {
+                    "name": t.rpc_queue_name(svc.name),
+                    "vhost": vhost,
+                    "durable": True,
+                    "auto_delete": False,
+                    "arguments": {},
+                }
+            )
+    return {
+        "comment": (
+            "Generated by `crm broker definitions` (a unit test keeps it current): everything the hub "
+            f"declares for namespace {namespace!r} with {queue_type} queues, for a cluster. The hub "
+            "declares the same itself at start; importing this first lets an operator review it."
+        ),
+        "vhosts": [{"name": vhost}],
+        "exchanges": exchanges,
+        "queues": queues,
+        "bindings": bindings,
+        "policies": [
+            {
+                "vhost": vhost,
+                "name": f"{namespace}-dead-letters-bounded",
+                "pattern": f"^{namespace}\\.dead-letters$",
+                "apply-to": "queues",
+                "definition": {"max-length": 100000, "overflow": "reject-publish"},
+                "priority": 1,
+            }
+        ],
+    }
+
+
+def legacy_queue_names(namespace: str) -> list[str]:
+    """The queues the layout before one queue per service declared (one per consumer and key),
+    as the services' own tables name them."""
+    return sorted({q for svc in installation(namespace).services.values() for q, _ in svc.legacy_queues})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="crm", description="Run the CRM hub or one of its services.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="run the hub (all) or one process of it")
+    run.add_argument("what", choices=["all", "gateway", *SERVICES])
+    run.add_argument("--port", type=int, default=None)
+    broker = sub.add_parser("broker", help="broker administration")
+    broker_sub = broker.add_subparsers(dest="action", required=True)
+    drop = broker_sub.add_parser("drop", help="delete an installation's queues and exchanges")
+    drop.add_argument("namespace")
+    defs = broker_sub.add_parser("definitions", help="print the RabbitMQ definitions of an installation")
+    defs.add_argument("--namespace", default=None)
+    defs.add_argument("--queue-type", choices=["quorum", "classic"], default="quorum")
+    args = parser.parse_args(argv)
+
+    settings = Settings()
+    setup_logging(settings.log_format, settings.log_level)
+    if args.cmd == "broker" and args.action == "definitions":
+        print(json.dumps(definitions(args.namespace or settings.namespace, args.queue_type), indent=2))
+        return 0
+    if args.cmd == "broker":
+        return _broker(args, settings)
+    return _run(args, settings)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.clock import new_id
 
+PUBLIC_PREFIXES = ("contact.", "deal.", "task.", "inbox.", "message.")
+PUBLIC_TYPES = frozenset({"interaction.recorded"})
+"""The event types clients see (API.md): on the live stream and in outbound webhooks. Everything
+else (``hook.received``, ``mail.received``, ``interaction.captured``, ``rule.*``, settings, users,
+pipelines, channels...) is a hand-off between services on the internal exchange."""
+
+
+def is_public(event_type: str) -> bool:
+    return event_type in PUBLIC_TYPES or event_type.startswith(PUBLIC_PREFIXES)
+
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")

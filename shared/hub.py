@@ -5,9 +5,16 @@ from __future__ import annotations
 import importlib
 import logging
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from shared.bus import EventPublisher, Topology, declare_topology, make_broker
+from shared.bus import (
+    BrokerUnreachable,
+    Bus,
+    EventPublisher,
+    ServiceConsumer,
+    Topology,
+    migrate_queue,
+    redact_url,
+)
 from shared.clock import Clock, SystemClock
 from shared.crypto import SecretBox, load_or_create_key
 from shared.mongo import mongo_client, ping
@@ -23,6 +30,10 @@ SERVICES: dict[str, str] = {
     "analytics": "services.analytics.main:AnalyticsService",
     "connectors": "services.connectors.main:ConnectorsService",
 }
+CONSUMING = (*SERVICES, "gateway")
+"""Every service that has a queue of its own (``<ns>.<name>``)."""
+
+__all__ = ["SERVICES", "BrokerUnreachable", "Hub", "redact_url"]
 
 
 def load_service(name: str) -> type[Service]:
@@ -30,16 +41,8 @@ def load_service(name: str) -> type[Service]:
     return getattr(importlib.import_module(module), cls)
 
 
-def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        parts = parts._replace(netloc=netloc)
-    return urlunsplit(parts)
-
-
-class BrokerUnreachable(RuntimeError):
-    pass
+def topology_of(settings: Settings) -> Topology:
+    return Topology(settings.namespace, settings.retry_limit, settings.queue_type)
 
 
 class Hub:
@@ -55,28 +58,26 @@ class Hub:
         extra: list[Service] | None = None,
     ) -> None:
         self.settings = settings
-        topology = Topology(settings.namespace, settings.retry_limit)
-        broker = make_broker(settings.rabbit_url)
+        topology = topology_of(settings)
+        bus = Bus(settings.rabbit_url, topology, settings.broker_timeout_s)
         self.runtime = Runtime(
             settings=settings,
-            broker=broker,
+            bus=bus,
             topology=topology,
             mongo=mongo_client(mongo_url),
-            publisher=EventPublisher(broker, topology),
+            publisher=EventPublisher(bus),
             clock=clock or SystemClock(),
             secrets=SecretBox(load_or_create_key(settings.secret_key, settings.data_dir)),
         )
         self.services: dict[str, Service] = {n: load_service(n)(self.runtime) for n in services}
         for svc in extra or []:
             self.services[svc.name] = svc
-        for svc in self.services.values():
-            broker.include_router(svc.router)
+        self.consumers: dict[str, ServiceConsumer] = {}
         self.broker_started = False
 
     def add(self, svc: Service) -> None:
         """Host one more service (before ``start``)."""
         self.services[svc.name] = svc
-        self.runtime.broker.include_router(svc.router)
 
     async def start(self) -> None:
         rt = self.runtime
@@ -84,28 +85,43 @@ class Hub:
             raise RuntimeError("MongoDB is not reachable (check CRM_MONGO_URL).")
         for svc in self.services.values():
             await svc.prepare()
-        try:
-            await rt.broker.connect()
-        except Exception as exc:
-            raise BrokerUnreachable(
-                f"RabbitMQ is not reachable at {redact_url(self.settings.rabbit_url)} ({exc}). "
-                "Start it with `rabbitmq-server -detached` (or set CRM_RABBIT_URL)."
-            ) from exc
-        await declare_topology(rt.broker, rt.topology)
-        await rt.broker.start()
+        await rt.bus.connect()
+        await rt.bus.declare_topology()
+        for svc in self.services.values():
+            if svc.events.handlers:
+                consumer = ServiceConsumer(rt.bus, svc.events, prefetch=self.settings.consumer_prefetch)
+                await consumer.declare()
+                for old, rk in svc.legacy_queues:
+                    moved = await migrate_queue(
+                        rt.bus, old, consumer.queue_name, exchange=rt.topology.events, routing_key=rk
+                    )
+                    if moved:
+                        log.info(
+                            "events moved from a queue of the old layout",
+                            extra={"from": old, "to": consumer.queue_name, "count": moved},
+                        )
+                self.consumers[svc.name] = consumer
+            if svc.rpc.methods:
+                await svc.rpc.start(rt.bus)
+        for consumer in self.consumers.values():
+            await consumer.start()
         self.broker_started = True
         for svc in self.services.values():
             await svc.start()
 
     async def stop(self) -> None:
+        for consumer in self.consumers.values():
+            await consumer.stop()
+        self.consumers.clear()
         for svc in reversed(list(self.services.values())):
             try:
                 await svc.stop()
             except Exception:
                 log.exception("service stop failed", extra={"service": svc.name})
+            await svc.rpc.stop()
         if self.broker_started:
-            await self.runtime.broker.stop()
             self.broker_started = False
+        await self.runtime.bus.close()
         await self.runtime.mongo.close()
 
     async def readiness(self) -> dict[str, Any]:
@@ -113,7 +129,7 @@ class Hub:
         missing: list[str] = []
         if not await ping(rt.mongo):
             missing.append("database")
-        if not self.broker_started or not await rt.broker.ping(timeout=2.0):
+        if not self.broker_started or not await rt.bus.ping(timeout=2.0):
             missing.append("broker")
         missing += [f"service:{n}" for n, s in self.services.items() if not s.started]
         return {"ready": not missing, "missing": missing}

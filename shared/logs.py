@@ -36,5 +36,5 @@ def setup_logging(fmt: str = "auto", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiormq", "aio_pika", "pymongo", "httpx", "faststream", "uvicorn.access"):
+    for noisy in ("aiormq", "aio_pika", "pymongo", "httpx", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,8 +1,10 @@
-"""What every service is made of: a broker router, its own store, an RPC endpoint, a lifecycle.
+"""What every service is made of: its event table, its own store, an RPC endpoint, a lifecycle.
 
-A service subclass registers its event handlers and RPC methods in ``setup()`` and may add
-background work in ``on_start()``. The same class runs alone (``crm run contacts``) or beside the
-others in one process (``crm run all``); only the process boundary differs.
+A service subclass registers its event handlers (``self.on``) and RPC methods (``self.rpc.method``)
+in ``setup()`` and may add background work in ``on_start()``. The same class runs alone
+(``crm run contacts``) or beside the others in one process (``crm run all``); only the process
+boundary differs. Its events arrive on one queue, ``<ns>.<service>``, bound to every routing key
+of its table (:class:`shared.bus.ServiceConsumer`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from faststream.rabbit import RabbitBroker, RabbitRouter
 from pymongo import AsyncMongoClient
 
-from shared.bus import EventHandler, EventPublisher, RpcServer, Topology, subscribe_event
+from shared.bus import Bus, EventHandler, EventPublisher, RpcServer, Subscription, Topology
 from shared.clock import Clock
 from shared.crypto import SecretBox
 from shared.mongo import Indexes, Store
@@ -28,7 +29,7 @@ class Runtime:
     """The clients a service is given; opened once per process by the hub runner."""
 
     settings: Settings
-    broker: RabbitBroker
+    bus: Bus
     topology: Topology
     mongo: AsyncMongoClient[dict[str, Any]]
     publisher: EventPublisher
@@ -44,7 +45,10 @@ class Service:
         self.rt = rt
         self.settings = rt.settings
         self.clock = rt.clock
-        self.router = RabbitRouter()
+        self.events = Subscription(self.name)
+        self.legacy_queues: list[tuple[str, str]] = []
+        """Queues of the layout before one queue per service (``<ns>.<consumer>.<routing key>``):
+        ``(queue, routing key)``: what waits in them is moved to this service's queue on start."""
         self.rpc = RpcServer(self.name)
         self.store = Store(
             rt.mongo,
@@ -55,8 +59,6 @@ class Service:
         )
         self.started = False
         self.setup()
-        if self.rpc.methods:
-            self.rpc.attach(self.router, rt.topology)
 
     @property
     def db(self) -> Any:
@@ -68,9 +70,13 @@ class Service:
     def on(
         self, event_type: str, handler: EventHandler, *, version: int = 1, consumer: str | None = None
     ) -> None:
-        subscribe_event(
-            self.router, self.rt.topology, consumer or self.name, f"{event_type}.v{version}", handler
-        )
+        """Handle ``event_type`` (``"#"``: every public event). ``consumer`` only names the queue
+        the handler had in the old layout, for the migration."""
+        rk = "#" if event_type == "#" else f"{event_type}.v{version}"
+        if rk in self.events.handlers:
+            raise ValueError(f"{self.name} handles {rk} twice")
+        self.events.handlers[rk] = handler
+        self.legacy_queues.append((f"{self.rt.topology.ns}.{consumer or self.name}.{rk}", rk))
 
     async def prepare(self) -> None:
         """Before the broker delivers anything: indexes."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,7 +37,15 @@ class Settings(BaseSettings):
     connectors_url: str | None = None
     """When the connectors service runs in another process, where its hook ingress listens."""
     retry_limit: int = 5
-    """Deliveries of one event to one consumer before it goes to the dead-letter queue."""
+    """Failed deliveries of one event to one service before it goes to the dead-letter queue."""
+    queue_type: Literal["quorum", "classic"] = "classic"
+    """Type of the durable queues this installation declares. ``classic`` for a single broker
+    node (measured: scripts/broker-cycles.py, README); ``quorum`` for a cluster (deploy/)."""
+    broker_timeout_s: float = 30.0
+    """How long start-up waits for the broker to answer one step (handshake, a declare) before
+    the process exits with an error naming the broker URL and the step."""
+    consumer_prefetch: int = 64
+    """Unacknowledged events one service's consumer holds at once."""
     outbox_sweep_s: float = 2.0
     enrich_retry_s: float = 2.0
     """First wait before a provider fetch that failed (Meta's Graph API) is tried again; doubles."""

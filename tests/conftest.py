@@ -11,6 +11,7 @@ import pytest
 
 from shared.localmongo import LocalMongo
 from tests.support.servers import (
+    claim_namespace,
     delete_dead_test_namespaces,
     delete_namespace_queues,
     mongo_container_url,
@@ -41,6 +42,7 @@ def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def namespace(rabbit: str) -> Iterator[str]:
     ns = f"t{uuid.uuid4().hex[:10]}"
+    claim_namespace(rabbit, ns)
     yield ns
     delete_namespace_queues(rabbit, ns)
 

@@ -6,13 +6,27 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field
 
 from gateway.deps import GW, Auth, Cursor, Limit
+from shared.events import is_public
 
 router = APIRouter(prefix="/api/v1", tags=["webhooks"])
 
-EventType = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^(\*|[a-z_]+\.[a-z_]+)$")]
+
+def _public_type(value: str) -> str:
+    if value != "*" and not is_public(value):
+        raise ValueError(
+            "is not a public event type (contact.*, deal.*, task.*, inbox.*, message.*, interaction.recorded)"
+        )
+    return value
+
+
+EventType = Annotated[
+    str,
+    Field(min_length=1, max_length=100, pattern=r"^(\*|[a-z_]+\.[a-z_]+)$"),
+    AfterValidator(_public_type),
+]
 
 
 class SubscriptionIn(BaseModel):

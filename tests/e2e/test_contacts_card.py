@@ -15,7 +15,7 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from shared.bus import EventPublisher, Topology, make_broker
+from shared.bus import Bus, Topology
 from shared.events import make_event
 from tests.support.hub import Api, HubProcess, eventually
 
@@ -429,17 +429,15 @@ def test_csv_import_reads_windows_1251(admin: Api) -> None:
 
 def _publish(hub: HubProcess, rabbit: str, tenant_id: str, events: list[tuple[str, dict[str, Any]]]) -> None:
     async def go() -> None:
-        topology = Topology(hub.namespace)
-        broker = make_broker(rabbit)
-        await broker.connect()
+        bus = Bus(rabbit, Topology(hub.namespace))
+        await bus.connect()
         try:
-            publisher = EventPublisher(broker, topology)
             for event_type, payload in events:
-                await publisher.publish(
+                await bus.publish(
                     make_event(event_type, tenant_id=tenant_id, producer="test", payload=payload)
                 )
         finally:
-            await broker.stop()
+            await bus.close()
 
     asyncio.run(go())
 

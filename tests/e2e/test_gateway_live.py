@@ -106,8 +106,10 @@ def new_user(admin: Api, role: str, name: str = "U") -> tuple[Api, str]:
     return admin.as_key(r.json()["api_key"]), r.json()["user_id"]
 
 
-def user_event(user_id: str) -> Any:
-    return lambda e: e["event"] == "user.changed" and e["data"]["payload"]["user_id"] == user_id
+def new_contact(api: Api, name: str = "Live Person") -> str:
+    r = api.post("/api/v1/contacts", json={"name": name})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
 
 
 def contact_created(contact_id: str) -> Any:
@@ -120,19 +122,19 @@ def contact_created(contact_id: str) -> Any:
 def test_sse_streams_tenant_events_and_resumes_after_last_event_id(admin: Api) -> None:
     stream = SseReader(admin)
     try:
-        _, u1 = new_user(admin, "viewer", "First")
-        _, u2 = new_user(admin, "viewer", "Second")
-        got = stream.until(user_event(u2))
-        e1 = next(e for e in got if user_event(u1)(e))
+        u1 = new_contact(admin, "First")
+        u2 = new_contact(admin, "Second")
+        got = stream.until(contact_created(u2))
+        e1 = next(e for e in got if contact_created(u1)(e))
         e2 = got[-1]
         assert e2["id"] == e2["data"]["event_id"] and e2["data"]["tenant_id"] == e1["data"]["tenant_id"]
     finally:
         stream.close()
 
-    _, u3 = new_user(admin, "viewer", "While away")
+    u3 = new_contact(admin, "While away")
     resumed = SseReader(admin, last_event_id=e2["id"])
     try:
-        got = resumed.until(user_event(u3))
+        got = resumed.until(contact_created(u3))
         ids = [e["id"] for e in got]
         assert e1["id"] not in ids and e2["id"] not in ids
     finally:
@@ -144,9 +146,9 @@ def test_sse_never_shows_another_tenants_events(admin: Api, root: Api) -> None:
     spy = SseReader(other)
     try:
         contact = admin.post("/api/v1/contacts", json={"name": "Hidden"}).json()
-        _, a_user = new_user(admin, "viewer")
-        _, b_user = new_user(other, "viewer")
-        got = spy.until(user_event(b_user))
+        a_user = new_contact(admin, "Also hidden")
+        b_user = new_contact(other, "Visible")
+        got = spy.until(contact_created(b_user))
         got += spy.drain(0.5)
         text = json.dumps([e["data"] for e in got])
         assert contact["id"] not in text and a_user not in text
@@ -267,10 +269,10 @@ def test_failing_endpoint_gets_exactly_one_successful_signed_delivery_per_event(
     flaky, dead, spy = Receiver(fail_times=3), Receiver(hang=5.0), Receiver()
     try:
         secret = "whsec_" + uuid.uuid4().hex
-        sub = subscribe(a, flaky.url, ["user.changed"], secret)
+        sub = subscribe(a, flaky.url, ["contact.created"], secret)
         subscribe(a, dead.url, ["*"], "whsec_dead_endpoint")
         subscribe(b, spy.url, ["*"], "whsec_other_tenant")
-        users = [new_user(a, "viewer", f"W{i}")[1] for i in range(2)]
+        users = [new_contact(a, f"W{i}") for i in range(2)]
 
         started = time.monotonic()
         eventually(lambda: len(flaky.successes()) >= 2, timeout=20)
@@ -289,8 +291,8 @@ def test_failing_endpoint_gets_exactly_one_successful_signed_delivery_per_event(
             expected = "sha256=" + hmac.new(secret.encode(), r["body"], hashlib.sha256).hexdigest()
             assert r["signature"] == expected
             payload = json.loads(r["body"])
-            assert payload["delivery_id"] == r["delivery_id"] and r["event_type"] == "user.changed"
-        assert {json.loads(r["body"])["payload"]["user_id"] for r in ok} == set(users)
+            assert payload["delivery_id"] == r["delivery_id"] and r["event_type"] == "contact.created"
+        assert {json.loads(r["body"])["payload"]["contact_id"] for r in ok} == set(users)
 
         log = a.get(f"/api/v1/subscriptions/{sub['id']}/deliveries").json()["items"]
         delivered = [d for d in log if d["state"] == "delivered"]
@@ -310,13 +312,68 @@ def test_deleted_subscription_gets_nothing_more(hook_hub: HubProcess) -> None:
     a = new_tenant(root)
     rec = Receiver()
     try:
-        sub = subscribe(a, rec.url, ["user.changed"], "whsec_deleted_sub")
-        new_user(a, "viewer")
+        sub = subscribe(a, rec.url, ["contact.created"], "whsec_deleted_sub")
+        new_contact(a)
         eventually(lambda: len(rec.successes()) == 1, timeout=10)
         assert a.delete(f"/api/v1/subscriptions/{sub['id']}").status_code == 204
         assert a.get(f"/api/v1/subscriptions/{sub['id']}").status_code == 404
-        new_user(a, "viewer")
+        new_contact(a)
         time.sleep(1.0)
         assert len(rec.requests) == 1
     finally:
         rec.close()
+
+
+def test_a_viewer_and_a_subscription_never_see_internal_events_or_channel_secrets(
+    hook_hub: HubProcess,
+) -> None:
+    """A form hook with its channel token in the query: the viewer's stream and a ``*``
+    subscription get the public events it causes, never ``hook.received`` (the raw request with
+    its token) nor another hand-off between services."""
+    root = Api(hook_hub.url, hook_hub.root_token)
+    admin = new_tenant(root)
+    viewer, _ = new_user(admin, "viewer", "Watcher")
+    token = "tok-" + uuid.uuid4().hex
+    channel = admin.post(
+        "/api/v1/channels",
+        json={"kind": "form", "name": "Site", "intake": "auto", "secrets": {"token": token}},
+    ).json()
+    rec = Receiver()
+    stream = SseReader(viewer)
+    try:
+        subscribe(admin, rec.url, ["*"], "whsec_" + uuid.uuid4().hex)
+        r = httpx.post(
+            f"{channel['webhook_url']}?token={token}",
+            data={"name": "Секрет Секретов", "phone": "+79165550177", "comment": "private note"},
+        )
+        assert r.status_code == 200, r.text
+        got = stream.until(lambda e: e["event"] == "interaction.recorded")
+        got += stream.drain(1.0)
+        eventually(
+            lambda: any(json.loads(x["body"])["event_type"] == "contact.created" for x in rec.requests)
+        )
+        delivered = [json.loads(x["body"]) for x in rec.requests]
+        types = {e["event"] for e in got} | {d["event_type"] for d in delivered}
+        assert "contact.created" in types and "interaction.recorded" in types
+        assert not types & {"hook.received", "interaction.captured", "mail.received"}
+        assert all(
+            t.split(".")[0] in ("contact", "deal", "task", "inbox", "message", "interaction") for t in types
+        )
+        # the channel token travelled only with the hook; a form's fields reach the viewer only as
+        # the timeline item it may read anyway (interaction.recorded), never as a raw request
+        leaks = [e for e in [*(e["data"] for e in got), *delivered] if token in json.dumps(e)]
+        assert not leaks, leaks
+        raw = [e for e in [*(e["data"] for e in got), *delivered] if "body_b64" in json.dumps(e)]
+        assert not raw, raw
+    finally:
+        stream.close()
+        rec.close()
+
+
+def test_a_subscription_to_an_internal_event_type_is_refused(admin: Api) -> None:
+    r = admin.post(
+        "/api/v1/subscriptions",
+        json={"url": "http://example.com/hook", "events": ["hook.received"], "secret": "whsec_12345678"},
+    )
+    assert r.status_code == 422, r.text
+    assert "events" in json.dumps(r.json()["errors"])

@@ -89,7 +89,7 @@ def test_accept_announces_the_item_for_a_deal(admin: Api, hub: HubProcess, rabbi
             queue = await channel.declare_queue(
                 f"{hub.namespace}.test.{uuid.uuid4().hex[:8]}", auto_delete=True
             )
-            await queue.bind(Topology(hub.namespace).events.name, routing_key="inbox.item_accepted.v1")
+            await queue.bind(Topology(hub.namespace).events, routing_key="inbox.item_accepted.v1")
             accepted, item_id = await asyncio.to_thread(scenario)
             for _ in range(150):
                 message = await queue.get(fail=False, no_ack=True)

@@ -14,7 +14,7 @@ from pymongo import AsyncMongoClient
 
 from services.contacts.capture import capture
 from services.contacts.main import ContactsService
-from shared.bus import EventPublisher, Topology, make_broker
+from shared.bus import Bus, EventPublisher, Topology
 from shared.clock import FrozenClock
 from shared.crypto import SecretBox
 from shared.events import Envelope, InteractionCaptured, SenderData, make_event
@@ -232,13 +232,13 @@ async def test_unknown_sender_on_an_inbox_channel_opens_one_item_per_subject(sto
 async def test_card_reads_and_searches_use_an_index(store: Store) -> None:
     """The contact card (get + first timeline page + next page) and search by phone, email and
     name prefix, as the service runs them."""
-    broker = make_broker("amqp://guest:guest@127.0.0.1:5672/")  # never connected
+    bus = Bus("amqp://guest:guest@127.0.0.1:5672/", Topology("it"))  # never connected
     rt = Runtime(
         settings=Settings(namespace="it"),
-        broker=broker,
+        bus=bus,
         topology=Topology("it"),
         mongo=store.client,
-        publisher=EventPublisher(broker, Topology("it")),
+        publisher=EventPublisher(bus),
         clock=FrozenClock(T0),
         secrets=SecretBox(Fernet.generate_key()),
     )
@@ -300,13 +300,13 @@ async def test_card_reads_and_searches_use_an_index(store: Store) -> None:
 
 
 async def test_rule_assigns_the_contact_owner_once(store: Store) -> None:
-    broker = make_broker("amqp://guest:guest@127.0.0.1:5672/")  # never connected: store has no publisher
+    bus = Bus("amqp://guest:guest@127.0.0.1:5672/", Topology("it"))  # never connected: no publisher
     rt = Runtime(
         settings=Settings(namespace="it"),
-        broker=broker,
+        bus=bus,
         topology=Topology("it"),
         mongo=store.client,
-        publisher=EventPublisher(broker, Topology("it")),
+        publisher=EventPublisher(bus),
         clock=FrozenClock(T0),
         secrets=SecretBox(Fernet.generate_key()),
     )

@@ -24,7 +24,7 @@ from shared.mongo import mongo_client
 pytestmark = pytest.mark.integration
 
 
-def envelope(tenant: str, event_type: str = "user.changed") -> Envelope:
+def envelope(tenant: str, event_type: str = "contact.updated") -> Envelope:
     event_id = new_id() + uuid.uuid4().hex[:4]
     return Envelope(
         event_id=event_id,
@@ -102,7 +102,7 @@ async def wait_for(pred: Any, timeout: float) -> None:
 
 async def test_fan_out_is_idempotent_and_stays_in_the_tenant(db: Any) -> None:
     hooks = make(db, Endpoints())
-    a = await hooks.create("A", "u", "http://ok/a", ["user.changed"], "secret-a", None)
+    a = await hooks.create("A", "u", "http://ok/a", ["contact.updated"], "secret-a", None)
     await hooks.create("A", "u", "http://ok/other", ["deal.won"], "secret-b", None)
     await hooks.create("B", "u", "http://ok/b", ["*"], "secret-c", None)
     env = envelope("A")
@@ -138,7 +138,7 @@ async def test_dead_endpoint_never_delays_a_healthy_one(db: Any) -> None:
 async def test_retries_keep_the_delivery_id_and_body_and_sign_every_attempt(db: Any) -> None:
     endpoints = Endpoints()
     hooks = make(db, endpoints)
-    sub = await hooks.create("A", "u", "http://flaky/x", ["user.changed"], "secret-flaky", None)
+    sub = await hooks.create("A", "u", "http://flaky/x", ["contact.updated"], "secret-flaky", None)
     env = envelope("A")
     await hooks.on_event(env)
     hooks.start()

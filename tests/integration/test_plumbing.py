@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import uuid
 from typing import Any
 
 import aio_pika
 import pytest
 
-from shared.bus import EventPublisher, Topology
+from shared.bus import Bus, EventPublisher, Topology
 from shared.clock import SystemClock
 from shared.events import Envelope, make_event
 from shared.hub import Hub
@@ -113,18 +115,24 @@ class Flaky(Service):
         await self.store.consume(e, "flaky.handle", unit)
 
 
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
 async def test_poison_message_is_dead_lettered_and_duplicates_have_one_effect(
-    mongo_url: str, rabbit: str, namespace: str, tmp_path: Any
+    mongo_url: str, rabbit: str, namespace: str, tmp_path: Any, queue_type: str
 ) -> None:
     settings = Settings(
-        rabbit_url=rabbit, mongo_url=mongo_url, namespace=namespace, retry_limit=2, data_dir=tmp_path
+        rabbit_url=rabbit,
+        mongo_url=mongo_url,
+        namespace=namespace,
+        retry_limit=2,
+        data_dir=tmp_path,
+        queue_type=queue_type,
     )
     hub = Hub(settings, [], mongo_url=mongo_url, clock=SystemClock())
     svc = Flaky(hub.runtime)
     hub.add(svc)
     await hub.start()
     try:
-        pub = EventPublisher(hub.runtime.broker, Topology(namespace))
+        pub = EventPublisher(hub.runtime.bus)
         good = env(n=1)
         await pub.publish(good)
         await pub.publish(good)  # at-least-once: the same event again
@@ -146,3 +154,66 @@ async def test_poison_message_is_dead_lettered_and_duplicates_have_one_effect(
         assert await svc.db.seen.count_documents({"event": good.event_id}) == 1
     finally:
         await hub.stop()
+
+
+async def test_events_waiting_in_a_queue_of_the_old_layout_are_moved_and_handled(
+    mongo_url: str, rabbit: str, namespace: str, tmp_path: Any
+) -> None:
+    """An installation upgraded from one queue per consumer and routing key: what waits in the old
+    queue is moved into the service's one queue on start, handled once, and the old queue goes."""
+    old = f"{namespace}.flaky.thing.happened.v1"
+    waiting = [env(n=i) for i in range(3)]
+    conn = await aio_pika.connect(rabbit)
+    async with conn:
+        ch = await conn.channel(publisher_confirms=True)
+        await ch.declare_queue(old, durable=True, arguments={"x-queue-type": "quorum", "x-delivery-limit": 5})
+        for e in waiting:
+            await ch.default_exchange.publish(
+                aio_pika.Message(e.model_dump_json().encode(), delivery_mode=2), routing_key=old
+            )
+    settings = Settings(rabbit_url=rabbit, mongo_url=mongo_url, namespace=namespace, data_dir=tmp_path)
+    hub = Hub(settings, [], mongo_url=mongo_url, clock=SystemClock())
+    svc = Flaky(hub.runtime)
+    hub.add(svc)
+    await hub.start()
+    try:
+        for _ in range(100):
+            if await svc.db.seen.count_documents({}) == 3:
+                break
+            await asyncio.sleep(0.1)
+        seen = sorted(d["event"] for d in await svc.db.seen.find({}).to_list(10))
+        assert seen == sorted(e.event_id for e in waiting)
+        assert not await hub.runtime.bus.queue_exists(old)
+        assert await hub.runtime.bus.queue_exists(f"{namespace}.flaky")
+    finally:
+        await hub.stop()
+
+
+async def test_broker_drop_removes_every_queue_and_exchange_of_a_namespace(
+    mongo_url: str, rabbit: str, namespace: str, tmp_path: Any
+) -> None:
+    settings = Settings(rabbit_url=rabbit, mongo_url=mongo_url, namespace=namespace, data_dir=tmp_path)
+    hub = Hub(settings, ["contacts", "deals"], mongo_url=mongo_url, clock=SystemClock())
+    await hub.start()
+    await hub.stop()
+    probe = Bus(rabbit, Topology(namespace))
+    await probe.connect()
+    try:
+        assert await probe.queue_exists(f"{namespace}.contacts")
+        assert await probe.queue_exists(f"{namespace}.rpc.deals")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "broker",
+            "drop",
+            namespace,
+            env={**os.environ, "CRM_RABBIT_URL": rabbit},
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0, out
+        for name in ("contacts", "deals", "dead-letters", "rpc.contacts", "rpc.deals"):
+            assert not await probe.queue_exists(f"{namespace}.{name}"), name
+    finally:
+        await probe.close()

@@ -37,7 +37,7 @@ from pymongo import AsyncMongoClient
 
 from services.contacts.main import ContactsService
 from services.contacts.model import name_key, search_words
-from shared.bus import EventPublisher, Topology, make_broker
+from shared.bus import Bus, EventPublisher, Topology
 from shared.clock import SystemClock, new_id
 from shared.crypto import SecretBox
 from shared.events import Envelope, InteractionCaptured, SenderData, make_event
@@ -154,13 +154,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     ns = f"bench{uuid.uuid4().hex[:6]}"
     settings = Settings(namespace=ns, mongo_url=url)
     topology = Topology(ns)
-    broker = make_broker(settings.rabbit_url)  # never connected: nothing is published
+    bus = Bus(settings.rabbit_url, topology)  # never connected: nothing is published
     rt = Runtime(
         settings=settings,
-        broker=broker,
+        bus=bus,
         topology=topology,
         mongo=AsyncMongoClient(url, tz_aware=True, uuidRepresentation="standard", socketTimeoutMS=None),
-        publisher=EventPublisher(broker, topology),
+        publisher=EventPublisher(bus),
         clock=SystemClock(),
         secrets=SecretBox(Fernet.generate_key()),
     )

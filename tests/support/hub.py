@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import httpx
 
 from shared.localmongo import free_port
-from tests.support.servers import delete_namespace_queues
+from tests.support.servers import claim_namespace, delete_namespace_queues
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -48,6 +48,7 @@ class HubProcess:
             "CRM_RATE_LIMIT": "1000",
             **(env or {}),
         }
+        claim_namespace(rabbit_url, self.namespace)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"hub-{self.port}.log"
 
@@ -125,7 +126,9 @@ class Api:
 
     def __init__(self, base_url: str, key: str | None = None) -> None:
         self.base_url = base_url
-        self.client = httpx.Client(base_url=base_url, timeout=15.0)
+        self.client = httpx.Client(
+            base_url=base_url, timeout=60.0
+        )  # a hang guard: a slow CSV import under load is not a hang
         self.key = key
 
     def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -7,11 +7,14 @@ local RabbitMQ (started by .ci/run) and a SecantusDB subprocess per test session
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import shutil
 import socket
 import subprocess
+import tempfile
+from pathlib import Path
 from urllib.parse import urlsplit
 
 DEFAULT_RABBIT = "amqp://guest:guest@127.0.0.1:5672/"
@@ -57,56 +60,88 @@ def mongo_container_url() -> str | None:
     return str(container.get_connection_url())  # pragma: no cover
 
 
-def delete_namespace_queues(url: str, namespace: str, listed: str | None = None) -> None:
-    """Drop every queue a test namespace declared, so runs never pile up on a shared broker."""
-    if not shutil.which("rabbitmqctl"):
-        return
-    out = listed
-    if out is None:
+LEDGER = Path(tempfile.gettempdir()) / "crm-test-namespaces"
+"""One file per namespace a test run created on a broker (``<pid> <url>``): a run that was killed
+before its teardown leaves its files, and the next run drops those namespaces."""
+
+
+TEST_SERVICES = ("flaky",)
+"""Services that only tests define (their queues are dropped with the namespace too)."""
+
+
+def claim_namespace(url: str, namespace: str) -> None:
+    LEDGER.mkdir(parents=True, exist_ok=True)
+    (LEDGER / namespace).write_text(f"{os.getpid()} {url}")
+
+
+@functools.cache
+def _legacy_suffixes() -> tuple[str, ...]:
+    from shared.cli import legacy_queue_names
+
+    return tuple(n.removeprefix("NS.") for n in legacy_queue_names("NS"))
+
+
+def delete_namespace_queues(url: str, namespace: str) -> None:
+    """Drop every queue and exchange a test namespace declared (``crm broker drop``), today's
+    layout and the old one, so runs never pile up on a shared broker."""
+    from shared.bus import drop_namespace
+    from shared.hub import CONSUMING, SERVICES
+    from shared.settings import Settings
+
+    settings = Settings(namespace=namespace, rabbit_url=url)
+    from shared.hub import topology_of
+
+    topology = topology_of(settings)
+    queues = [
+        *topology.durable_queues(CONSUMING, SERVICES),
+        *(f"{namespace}.{s}" for s in _legacy_suffixes()),
+    ]
+    try:
+        asyncio.run(drop_namespace(url, topology, queues, timeout_s=20))
+    except Exception:
+        return  # the broker is gone: the ledger entry stays for the next run
+    (LEDGER / namespace).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def delete_abandoned_namespaces(url: str) -> list[str]:
+    """Drop the namespaces of test runs that died before their teardown (their pid is gone)."""
+    dropped: list[str] = []
+    if not LEDGER.is_dir():
+        return dropped
+    for entry in sorted(LEDGER.iterdir()):
         try:
-            out = subprocess.run(
-                ["rabbitmqctl", "list_queues", "name", "--quiet", "--no-table-headers"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-            ).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            return
-    names = [line.split()[0] for line in out.splitlines() if line.strip().startswith(namespace + ".")]
-    if not names:
-        return
-
-    async def drop() -> None:
-        import aio_pika
-
-        conn = await aio_pika.connect(url)
-        async with conn:
-            for name in names:
-                ch = await conn.channel()
-                try:
-                    await ch.queue_delete(name)
-                except Exception:
-                    pass
-            ch = await conn.channel()
-            for ex in (f"{namespace}.events", f"{namespace}.dead-letter"):
-                try:
-                    await ch.exchange_delete(ex)
-                except Exception:
-                    pass
-
-    asyncio.run(drop())
+            pid_text, _, owner_url = entry.read_text().partition(" ")
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            entry.unlink(missing_ok=True)
+            continue
+        if _alive(pid) or owner_url.strip() != url:
+            continue
+        delete_namespace_queues(url, entry.name)
+        dropped.append(entry.name)
+    return dropped
 
 
 TEST_NAMESPACE = re.compile(r"^(t[0-9a-f]{10}|bench[0-9a-f]{6})\.")
 
 
 def delete_dead_test_namespaces(url: str) -> list[str]:
-    """Drop the queues of test namespaces left by runs that were killed before their teardown
-    (every queue of the namespace without a consumer). Each namespace declares ~50 quorum queues,
-    and a broker started with the default 1,024 file descriptors stops accepting connections once
-    enough of them pile up."""
-    if not shutil.which("rabbitmqctl"):
-        return []
+    """Drop what killed runs left behind: namespaces in the ledger whose run is gone, and (on the
+    local default broker, which ``rabbitmqctl`` reaches) test namespaces of the old layout that
+    no consumer uses any more."""
+    dropped = delete_abandoned_namespaces(url)
+    if url != DEFAULT_RABBIT or not shutil.which("rabbitmqctl"):
+        return dropped
     try:
         out = subprocess.run(
             ["rabbitmqctl", "list_queues", "name", "consumers", "--quiet", "--no-table-headers"],
@@ -115,7 +150,7 @@ def delete_dead_test_namespaces(url: str) -> list[str]:
             timeout=60,
         ).stdout
     except (OSError, subprocess.TimeoutExpired):
-        return []
+        return dropped
     live: set[str] = set()
     seen: set[str] = set()
     for line in out.splitlines():
@@ -126,10 +161,10 @@ def delete_dead_test_namespaces(url: str) -> list[str]:
         seen.add(namespace)
         if parts[1] != "0":
             live.add(namespace)
-    dead = sorted(seen - live)
-    for namespace in dead:
-        delete_namespace_queues(url, namespace, listed=out)
-    return dead
+    for namespace in sorted(seen - live):
+        delete_namespace_queues(url, namespace)
+        dropped.append(namespace)
+    return dropped
 
 
 def host_port(url: str) -> tuple[str, int]:

@@ -11,7 +11,7 @@ from cryptography.fernet import Fernet
 
 from services.connectors.main import ConnectorsService
 from services.deals.main import DealsService
-from shared.bus import Topology, make_broker
+from shared.bus import Bus, Topology
 from shared.clock import Clock, SystemClock
 from shared.crypto import SecretBox
 from shared.events import Envelope
@@ -39,7 +39,7 @@ def offline_runtime(
     """A runtime whose broker is never connected: events go to ``publisher``."""
     return Runtime(
         settings=settings,
-        broker=make_broker(settings.rabbit_url),
+        bus=Bus(settings.rabbit_url, Topology(settings.namespace)),
         topology=Topology(settings.namespace),
         mongo=mongo,
         publisher=publisher,  # type: ignore[arg-type]
