@@ -29,6 +29,7 @@ import logging
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -301,6 +302,8 @@ class ServiceConsumer:
         prefetch: int = 64,
         lanes: int = 8,
         backoff_s: Callable[[int], float] | None = None,
+        batch: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+        batch_max: int = 100,
     ) -> None:
         self.bus = bus
         self.sub = subscription
@@ -313,7 +316,10 @@ class ServiceConsumer:
         self._tag: str | None = None
         self._queue: AbstractQueue | None = None
         self.backoff_s = backoff_s or (lambda attempt: min(0.2 * 2**attempt, 3.0))
+        self.batch = batch
+        self.batch_max = batch_max
         self.handled = 0
+        self.batches = 0
 
     async def declare(self) -> None:
         """The queue and its bindings (idempotent)."""
@@ -362,14 +368,75 @@ class ServiceConsumer:
         return max(_count(headers.get("x-delivery-count")), _count(headers.get(ATTEMPT_HEADER)))
 
     async def _lane(self, queue: asyncio.Queue[AbstractIncomingMessage]) -> None:
+        """Take what the lane holds (up to ``batch_max``) and handle it as one batch."""
         while True:
-            message = await queue.get()
+            messages = [await queue.get()]
+            while len(messages) < self.batch_max and not queue.empty():
+                messages.append(queue.get_nowait())
             try:
-                await self._handle(message)
+                await self._handle_batch(messages)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("consumer lane error", extra={"queue": self.queue_name})
+
+    async def _handle_batch(self, messages: list[AbstractIncomingMessage]) -> None:
+        """Several events in the service's one transaction (``batch``); when anything in it fails,
+        every event is handled again alone, with its own retries and dead-lettering."""
+        if self.batch is None or len(messages) == 1:
+            for message in messages:
+                await self._handle(message)
+            return
+        ready: list[tuple[AbstractIncomingMessage, Envelope, EventHandler]] = []
+        for message in messages:
+            parsed = self._parse(message)
+            if parsed is None:
+                await self._handle(message)  # crash redelivery, malformed, not ours: the single path
+            else:
+                ready.append((message, *parsed))
+        if not ready:
+            return
+        failed: int | None = None
+        try:
+            async with self.batch():
+                for i, (_, env, handler) in enumerate(ready):
+                    failed = i
+                    await handler(env)
+                failed = None  # the commit itself may still fail: then no event is to blame
+        except Exception:
+            log.info(
+                "batch rolled back; its events are handled one by one",
+                extra={"queue": self.queue_name, "size": len(ready)},
+            )
+            for i, (message, env, _) in enumerate(ready):
+                if i == failed:  # its handler failed: that was an attempt
+                    attempt = self.attempts(message)
+                    log.warning(
+                        "event handler failed",
+                        exc_info=True,
+                        extra={"queue": self.queue_name, "event_id": env.event_id, "attempt": attempt + 1},
+                    )
+                    await self._retry(message, attempt, delay_s=self.backoff_s(attempt))
+                else:
+                    await self._handle(message)
+            return
+        self.batches += 1
+        self.handled += len(ready)
+        for message, _, _ in ready:
+            await message.ack()
+
+    def _parse(self, message: AbstractIncomingMessage) -> tuple[Envelope, EventHandler] | None:
+        """The event and its handler, when this delivery can go into a batch."""
+        if message.redelivered and "x-delivery-count" not in (message.headers or {}):
+            return None
+        try:
+            env = Envelope.model_validate_json(message.body)
+        except (ValidationError, ValueError):
+            return None
+        handler = self.sub.handlers.get(env.routing_key)
+        if handler is None and is_public(env.event_type):
+            handler = self.sub.handlers.get("#")
+        return None if handler is None else (env, handler)
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         headers = message.headers or {}

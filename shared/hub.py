@@ -89,7 +89,13 @@ class Hub:
         await rt.bus.declare_topology()
         for svc in self.services.values():
             if svc.events.handlers:
-                consumer = ServiceConsumer(rt.bus, svc.events, prefetch=self.settings.consumer_prefetch)
+                consumer = ServiceConsumer(
+                    rt.bus,
+                    svc.events,
+                    prefetch=self.settings.consumer_prefetch,
+                    batch=svc.store.batch if self.settings.consumer_batch > 1 else None,
+                    batch_max=self.settings.consumer_batch,
+                )
                 await consumer.declare()
                 for old, rk in svc.legacy_queues:
                     moved = await migrate_queue(

@@ -9,10 +9,12 @@ transaction as its effect, so a redelivered event has exactly one effect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -92,6 +94,25 @@ class UnitOfWork:
 Publish = Callable[[Envelope], Awaitable[None]]
 
 
+class BatchFailed(Exception):
+    """A unit of work inside a batch failed: the batch's transaction is rolled back and the
+    consumer handles its events one by one (each in its own transaction, with its own retries)."""
+
+
+@dataclass
+class _Batch:
+    """One transaction shared by the units of work of a batch of events (see :meth:`Store.batch`)."""
+
+    store: Store
+    session: AsyncClientSession
+    emitted: list[Envelope] = field(default_factory=list)
+    markers: dict[str, datetime] = field(default_factory=dict)
+    units: int = 0
+
+
+_BATCH: ContextVar[_Batch | None] = ContextVar("crm_store_batch", default=None)
+
+
 class Store:
     """A service's database, its outbox, and the transactions that tie them together."""
 
@@ -126,19 +147,21 @@ class Store:
         Transient transaction errors (write conflicts) are retried with jittered back-off for up to
         ``budget_s``: longer than the server's transaction lifetime (60 s), so a write that collides
         with a transaction abandoned by a killed process waits for the server to reap it instead of
-        failing the message towards the dead-letter queue."""
+        failing the message towards the dead-letter queue. Inside :meth:`batch` the unit joins the
+        batch's transaction instead (any failure then fails the batch: :class:`BatchFailed`)."""
+        batch = _BATCH.get()
+        if batch is not None and batch.store is self:
+            return await self._in_batch(batch, fn)
         deadline = time.monotonic() + budget_s
         attempt = 0
         while True:
             async with self.client.start_session() as session:
                 uow = UnitOfWork(self.db, session, self.producer, self.clock.now())
+                outbox_id: str | None = None
                 try:
                     await session.start_transaction()
                     result = await fn(uow)
-                    if uow.emitted:
-                        await self.db.outbox.insert_many(
-                            [self._outbox_doc(e, uow.now) for e in uow.emitted], session=session
-                        )
+                    outbox_id = await self._write_outbox(uow.emitted, uow.now, session)
                     await session.commit_transaction()
                 except BaseException as exc:
                     if session.in_transaction:
@@ -149,13 +172,32 @@ class Store:
                         attempt += 1
                         continue
                     raise
-            await self._publish_now(uow.emitted)
+            await self._publish_now(uow.emitted, outbox_id)
             return result
+
+    async def _in_batch(self, batch: _Batch, fn: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+        uow = UnitOfWork(self.db, batch.session, self.producer, self.clock.now(), emitted=batch.emitted)
+        try:
+            result = await fn(uow)
+        except AlreadyProcessed:
+            raise
+        except BaseException as exc:
+            raise BatchFailed(str(exc)) from exc
+        batch.units += 1
+        return result
 
     async def consume(
         self, env: Envelope, consumer: str, fn: Callable[[UnitOfWork], Awaitable[T]]
     ) -> T | None:
         """Apply ``fn`` once per event for ``consumer``: a repeat is acknowledged and ignored."""
+        batch = _BATCH.get()
+        if batch is not None and batch.store is self:
+            key = f"{consumer}:{env.event_id}"
+            if key in batch.markers:
+                return None  # the same event twice in one batch (a redelivered copy)
+            result = await self._in_batch(batch, fn)
+            batch.markers[key] = self.clock.now()
+            return result
 
         async def unit(uow: UnitOfWork) -> T:
             await uow.mark_processed(consumer, env.event_id)
@@ -167,29 +209,73 @@ class Store:
             log.debug("duplicate event ignored", extra={"consumer": consumer, "event_id": env.event_id})
             return None
 
-    @staticmethod
-    def _outbox_doc(env: Envelope, now: datetime) -> dict[str, Any]:
-        return {
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        """Handle a batch of events in one transaction: every :meth:`consume` and :meth:`atomic`
+        inside joins it; the processed markers are written with one bulk insert and the events of
+        the whole batch as one outbox document, then published after the commit. An event seen
+        before makes the bulk insert fail, and any failing unit fails the batch: either way the
+        transaction is rolled back and :class:`BatchFailed` raised, so the caller handles the
+        events one by one (where a repeat is recognised alone)."""
+        if _BATCH.get() is not None:
+            yield  # nested: the outer batch owns the transaction
+            return
+        async with self.client.start_session() as session:
+            batch = _Batch(self, session)
+            token = _BATCH.set(batch)
+            outbox_id: str | None = None
+            try:
+                await session.start_transaction()
+                yield
+                if batch.markers:
+                    await self.db.processed.insert_many(
+                        [{"_id": k, "at": at} for k, at in batch.markers.items()],
+                        ordered=False,
+                        session=session,
+                    )
+                outbox_id = await self._write_outbox(batch.emitted, self.clock.now(), session)
+                await session.commit_transaction()
+            except BaseException as exc:
+                if session.in_transaction:
+                    with contextlib.suppress(Exception):
+                        await session.abort_transaction()
+                if isinstance(exc, BatchFailed | asyncio.CancelledError):
+                    raise
+                raise BatchFailed(str(exc)) from exc
+            finally:
+                _BATCH.reset(token)
+        await self._publish_now(batch.emitted, outbox_id)
+
+    async def _write_outbox(
+        self, events: list[Envelope], now: datetime, session: AsyncClientSession
+    ) -> str | None:
+        """The events of one transaction, as one outbox document written in it."""
+        if not events:
+            return None
+        doc = {
             "_id": new_id(),
-            "event_id": env.event_id,
-            "envelope": env.model_dump(mode="json"),
+            "envelopes": [e.model_dump(mode="json") for e in events],
             "created_at": now,
             "claimed_until": None,
         }
+        await self.db.outbox.insert_one(doc, session=session)
+        return str(doc["_id"])
 
-    async def _publish_now(self, events: list[Envelope]) -> None:
-        if not events or self.publish is None:
+    async def _publish_now(self, events: list[Envelope], outbox_id: str | None) -> None:
+        """Publish a committed transaction's events (confirms awaited together), then drop its
+        outbox document; on any failure the document stays for the sweeper."""
+        if not events or self.publish is None or outbox_id is None:
             return
-        for env in events:
-            try:
-                await self.publish(env)
-            except Exception:
-                log.warning("publish failed; the outbox sweeper will retry", extra={"event_id": env.event_id})
-                return
-            await self.db.outbox.delete_many({"event_id": env.event_id})
+        publish = self.publish
+        results = await asyncio.gather(*(publish(env) for env in events), return_exceptions=True)
+        if any(isinstance(r, BaseException) for r in results):
+            log.warning("publish failed; the outbox sweeper will retry", extra={"outbox_id": outbox_id})
+            return
+        await self.db.outbox.delete_one({"_id": outbox_id})
 
     async def sweep_outbox(self, older_than_s: float = 2.0, limit: int = 200) -> int:
-        """Publish events whose fast-path publish never happened (crash, broker down)."""
+        """Publish events whose fast-path publish never happened (crash, broker down). Returns
+        the number of events published."""
         if self.publish is None:
             return 0
         sent = 0
@@ -206,9 +292,12 @@ class Store:
             )
             if doc is None:
                 break
-            await self.publish(Envelope.model_validate(doc["envelope"]))
+            # ``envelope``: a document of the version that wrote one outbox row per event
+            envelopes = doc.get("envelopes") or [doc["envelope"]]
+            for raw in envelopes:
+                await self.publish(Envelope.model_validate(raw))
             await self.db.outbox.delete_one({"_id": doc["_id"]})
-            sent += 1
+            sent += len(envelopes)
         return sent
 
     def start_sweeper(self, interval_s: float) -> None:

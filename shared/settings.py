@@ -44,8 +44,11 @@ class Settings(BaseSettings):
     broker_timeout_s: float = 30.0
     """How long start-up waits for the broker to answer one step (handshake, a declare) before
     the process exits with an error naming the broker URL and the step."""
-    consumer_prefetch: int = 64
+    consumer_prefetch: int = 200
     """Unacknowledged events one service's consumer holds at once."""
+    consumer_batch: int = 100
+    """Events of one tenant a consumer handles in one transaction when they wait together (1:
+    every event alone)."""
     outbox_sweep_s: float = 2.0
     enrich_retry_s: float = 2.0
     """First wait before a provider fetch that failed (Meta's Graph API) is tried again; doubles."""

@@ -329,6 +329,6 @@ async def test_rule_assigns_the_contact_owner_once(store: Store) -> None:
     await svc.on_rule_assign_owner(command)
     (contact,) = await contacts_of(store, "t7")
     assert contact["owner_id"] == "u-9"
-    events = [d["envelope"] for d in await store.db.outbox.find({}).to_list(None)]
+    events = [e for d in await store.db.outbox.find({}).to_list(None) for e in d["envelopes"]]
     updated = [e for e in events if e["event_type"] == "contact.updated"]
     assert len(updated) == 1 and updated[0]["payload"]["caused_by_rule"] == "r1"

@@ -217,3 +217,38 @@ async def test_broker_drop_removes_every_queue_and_exchange_of_a_namespace(
             assert not await probe.queue_exists(f"{namespace}.{name}"), name
     finally:
         await probe.close()
+
+
+async def test_events_waiting_together_share_one_transaction_and_a_poison_one_is_split_out(
+    mongo_url: str, rabbit: str, namespace: str, tmp_path: Any
+) -> None:
+    settings = Settings(
+        rabbit_url=rabbit, mongo_url=mongo_url, namespace=namespace, retry_limit=1, data_dir=tmp_path
+    )
+    first = Hub(settings, [], mongo_url=mongo_url, clock=SystemClock())
+    first.add(Flaky(first.runtime))
+    await first.start()  # declares the service's queue
+    await first.stop()
+    bus = Bus(rabbit, Topology(namespace))
+    await bus.connect()
+    good = [env(n=i) for i in range(30)]
+    try:
+        for e in [*good[:15], env(poison=True), *good[15:], good[3]]:  # and one repeat
+            await bus.publish(e)
+    finally:
+        await bus.close()
+    hub = Hub(settings, [], mongo_url=mongo_url, clock=SystemClock())
+    svc = Flaky(hub.runtime)
+    hub.add(svc)
+    await hub.start()
+    try:
+        for _ in range(100):
+            if await svc.db.seen.count_documents({}) == 30 and svc.attempts == 2:
+                break
+            await asyncio.sleep(0.1)
+        seen = [d["event"] for d in await svc.db.seen.find({}).to_list(100)]
+        assert sorted(seen) == sorted(e.event_id for e in good)  # each once
+        assert svc.attempts == 2  # the poison one: in its batch, then alone once (retry_limit=1)
+        assert hub.consumers["flaky"].batches >= 1
+    finally:
+        await hub.stop()
