@@ -49,6 +49,8 @@ class LiveFeed:
         self.buffer_size = buffer_size
         self.listener_queue = listener_queue
         self._buffers: dict[str, deque[dict[str, Any]]] = {}
+        self._ids: dict[str, set[str]] = {}
+        """The event ids in each tenant's buffer (a redelivery is recognised without a scan)."""
         self._listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
 
     def publish(self, env: Envelope) -> None:
@@ -56,9 +58,13 @@ class LiveFeed:
             return
         event = public_event(env)
         buf = self._buffers.setdefault(env.tenant_id, deque(maxlen=self.buffer_size))
-        if any(e["event_id"] == env.event_id for e in buf):
+        ids = self._ids.setdefault(env.tenant_id, set())
+        if env.event_id in ids:
             return  # a redelivery
+        if len(buf) == buf.maxlen:
+            ids.discard(buf[0]["event_id"])
         buf.append(event)
+        ids.add(env.event_id)
         for queue in list(self._listeners.get(env.tenant_id, ())):
             if queue.full():  # a stalled reader loses its oldest, never blocks the feed
                 queue.get_nowait()

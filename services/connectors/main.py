@@ -83,6 +83,7 @@ class ConnectorsService(Service):
 
     def setup(self) -> None:
         self._channel_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._opened: dict[Any, dict[str, str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.http: httpx.AsyncClient | None = None
         # First retry of a deferred enrichment (then doubling, capped at an hour). Tests shorten it.
@@ -264,8 +265,20 @@ class ConnectorsService(Service):
             tenant_id=doc["tenant_id"],
             kind=doc["kind"],
             config=doc.get("config", {}),
-            secrets=self.rt.secrets.open(doc.get("secrets_enc")),
+            secrets=self._secrets_of(doc),
         )
+
+    def _secrets_of(self, doc: dict[str, Any]) -> dict[str, str]:
+        """The channel's secrets, decrypted once per sealed value (not once per hook)."""
+        sealed = doc.get("secrets_enc")
+        if not sealed:
+            return {}
+        hit = self._opened.get(sealed)
+        if hit is None:
+            if len(self._opened) > 10_000:
+                self._opened.clear()
+            hit = self._opened[sealed] = self.rt.secrets.open(sealed)
+        return dict(hit)
 
     async def _health(
         self, channel_id: str, ok: bool, error: str | None = None, counter: str | None = None
