@@ -28,6 +28,7 @@ from shared.clock import new_id
 from shared.errors import Forbidden, NotFound, Unauthorized, ValidationFailed, problem_from_pydantic
 from shared.events import Envelope, TenantSettingsChanged, UserChanged
 from shared.mongo import UnitOfWork
+from shared.netguard import UrlGuard
 from shared.normalize import normalize_email
 from shared.pagination import DEFAULT_LIMIT, decode_cursor, page
 from shared.service import Service
@@ -146,7 +147,12 @@ class GatewayService(Service):
         self.metrics = Metrics()
         self.live = LiveFeed()
         self.webhooks = Webhooks(
-            self.db, self.rt.secrets, self.clock, WebhookSettings(), observe=self.metrics.webhook_outcome
+            self.db,
+            self.rt.secrets,
+            self.clock,
+            WebhookSettings(),
+            observe=self.metrics.webhook_outcome,
+            guard=UrlGuard.from_settings(self.settings),
         )
         topology = self.rt.topology
         # Live stream: this process's own queue on every event (gone when the process is).

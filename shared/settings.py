@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     rpc_timeout_s: float = 10.0
     log_format: str = Field(default="auto", pattern="^(auto|json|text)$")
     log_level: str = "INFO"
+    allow_private_urls: bool = False
+    """Let the hub call loopback, private and link-local addresses on any port (subscriptions,
+    rule webhooks, provider base URLs, IMAP hosts). Tests and local development only."""
     connectors_url: str | None = None
     """When the connectors service runs in another process, where its hook ingress listens."""
     retry_limit: int = 5

@@ -30,10 +30,12 @@ from services.connectors.adapters.base import (
 )
 from services.connectors.mail.ingest import MailIngest
 from services.connectors.normalise import normalise
+from services.connectors.outbound import channel_url_errors
 from shared.clock import as_utc, iso, new_id
 from shared.errors import AppError, NotFound, ServiceUnavailable, ValidationFailed
 from shared.events import Envelope, make_event
 from shared.mongo import UnitOfWork
+from shared.netguard import GuardedTransport, UrlGuard
 from shared.normalize import identity_digest, phone_key
 from shared.pagination import clamp_limit, decode_cursor, page
 from shared.service import Service
@@ -85,6 +87,7 @@ class ConnectorsService(Service):
         self._channel_cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.http: httpx.AsyncClient | None = None
+        self.guard = UrlGuard.from_settings(self.settings)
         # First retry of a deferred enrichment (then doubling, capped at an hour). Tests shorten it.
         self.retry_first_s = self.settings.enrich_retry_s
         self._wake = asyncio.Event()
@@ -102,7 +105,9 @@ class ConnectorsService(Service):
             self.rpc.method(name)(getattr(self, name))
 
     async def on_start(self) -> None:
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(10.0, connect=5.0), transport=GuardedTransport(self.guard)
+        )
         self._tasks.append(asyncio.create_task(self._deferred_loop(), name="connectors-deferred"))
         self._tasks.append(asyncio.create_task(self._health_loop(), name="connectors-health"))
         await self.mail.start()
@@ -161,12 +166,17 @@ class ConnectorsService(Service):
         if errors:
             raise ValidationFailed(errors)
 
+    async def _check_urls(self, kind: str, config: dict[str, Any]) -> None:
+        if errors := await channel_url_errors(kind, config, self.guard):
+            raise ValidationFailed(errors)
+
     async def create_channel(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
         require_admin(ctx)
         body = args["body"]
         secrets = {k: str(v) for k, v in (body.get("secrets") or {}).items()}
         config = body.get("config") or {}
         self._check(body["kind"], config, secrets)
+        await self._check_urls(body["kind"], config)
         doc = {
             "_id": new_id(),
             "tenant_id": tenant_of(ctx),
@@ -225,6 +235,7 @@ class ConnectorsService(Service):
             update["secrets_enc"] = self.rt.secrets.seal(secrets)
             update["secret_names"] = sorted(secrets)
         self._check(doc["kind"], update.get("config", doc.get("config", {})), secrets)
+        await self._check_urls(doc["kind"], update.get("config", doc.get("config", {})))
         if update:
             await self.db.channels.update_one(flt, {"$set": update})
         self._channel_cache.pop(doc["_id"], None)
