@@ -3,7 +3,8 @@
 - An event consumer (its own durable queue on ``#``) writes one delivery per (subscription, event);
   the delivery id is derived from both, so a redelivered event never makes a second delivery.
 - A worker claims due deliveries with an atomic update (several gateway processes may run it) and
-  POSTs them with httpx: ``X-CRM-Signature: sha256=<hex HMAC-SHA256 of the body>``,
+  POSTs them with httpx: ``X-CRM-Signature: sha256=<hex HMAC-SHA256 of the body>`` and the
+  Standard Webhooks headers (``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,...``),
   ``X-CRM-Delivery-Id`` (stable across retries: receivers dedupe on it), ``X-CRM-Event-Type``.
 - A failure (non-2xx, timeout, refused) is retried with exponential back-off and jitter (tenacity's
   ``wait_exponential_jitter``); the schedule lives in the database, so retries survive restarts.
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -72,6 +74,23 @@ def _rule_secret(value: Any) -> str | None:
     if isinstance(value, str) and value.startswith("sealed:"):
         return value.removeprefix("sealed:")
     return None
+
+
+def signing_key(secret: str) -> bytes:
+    """The Standard Webhooks key of a secret: a ``whsec_<base64>`` secret is decoded as the
+    standard libraries do; any other secret signs with its UTF-8 bytes."""
+    if secret.startswith("whsec_"):
+        key = base64.b64decode(secret.removeprefix("whsec_") + "==")
+        if key:
+            return key
+    return secret.encode()
+
+
+def standard_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """``webhook-signature`` of the Standard Webhooks scheme: ``v1,<base64 HMAC-SHA256 of
+    "<id>.<timestamp>.<body>">``."""
+    mac = hmac.new(signing_key(secret), f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
+    return "v1," + base64.b64encode(mac.digest()).decode()
 
 
 def delivery_id(subscription_id: str, event_id: str) -> str:
@@ -443,7 +462,14 @@ class Webhooks:
             "X-CRM-Event-Id": doc["event_id"],
         }
         if sub.get("secret"):
-            headers["X-CRM-Signature"] = sign(self.secrets.open(sub["secret"]).get("secret", ""), body)
+            secret = self.secrets.open(sub["secret"]).get("secret", "")
+            timestamp = int(self.clock.now().timestamp())
+            headers["X-CRM-Signature"] = sign(secret, body)
+            # Standard Webhooks: the id is stable across retries (dedupe), the timestamp is this
+            # attempt's (receivers reject replays outside their tolerance).
+            headers["webhook-id"] = doc["_id"]
+            headers["webhook-timestamp"] = str(timestamp)
+            headers["webhook-signature"] = standard_signature(secret, doc["_id"], timestamp, body)
         client = self._client or self._new_client()
         started = time.monotonic()
         status: int | None = None

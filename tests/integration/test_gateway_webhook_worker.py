@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.fernet import Fernet
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from gateway.webhooks import Webhooks, WebhookSettings, sign
 from shared.clock import SystemClock, new_id
@@ -257,6 +258,27 @@ async def test_a_rule_webhook_is_signed_with_the_rules_sealed_secret(db: Any) ->
     assert await hooks.attempt(doc) == "delivered"
     request = endpoints.calls[0][2]
     assert request.headers["X-CRM-Signature"] == sign("rule-secret", request.content)
+    Webhook(b"rule-secret").verify(request.content, dict(request.headers))
+
+
+async def test_deliveries_carry_standard_webhooks_headers_the_standard_library_verifies(db: Any) -> None:
+    endpoints = Endpoints()
+    hooks = make(db, endpoints)
+    await hooks.create("A", "u", "http://ok/std", ["*"], "plain-secret-1", None)
+    await hooks.create("A", "u", "http://ok/whsec", ["*"], "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", None)
+    await hooks.on_event(envelope("A"))
+    for doc in await db.deliveries.find({}).to_list(10):
+        assert await hooks.attempt(doc) == "delivered"
+    by_path = {c[2].url.path: c[2] for c in endpoints.calls}
+    plain, whsec = by_path["/std"], by_path["/whsec"]
+    assert plain.headers["webhook-signature"].startswith("v1,")
+    assert plain.headers["webhook-id"] == plain.headers["X-CRM-Delivery-Id"]
+    assert (
+        Webhook(b"plain-secret-1").verify(plain.content, dict(plain.headers))["event_type"] == "user.changed"
+    )
+    Webhook("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").verify(whsec.content, dict(whsec.headers))
+    with pytest.raises(WebhookVerificationError):  # another body under the same headers
+        Webhook(b"plain-secret-1").verify(plain.content + b" ", dict(plain.headers))
 
 
 async def test_backlog_gauges_count_pending_deliveries(db: Any) -> None:
