@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.contacts.model import normalize_identities
+from shared.csvsafe import csv_line, safe_cell
 from shared.normalize import clean_text
 
 COLUMN_ALIASES = {
@@ -53,7 +54,6 @@ EXPORT_COLUMNS = (
     "created_at",
 )
 _SPLIT = re.compile(r"[;,]")
-_FORMULA = ("=", "@", "\t", "\r")
 
 
 @dataclass
@@ -279,14 +279,6 @@ async def split_records(
         yield rec
 
 
-def safe_cell(value: Any) -> str:
-    """A cell that a spreadsheet will not run as a formula."""
-    text = "" if value is None else str(value)
-    if text.startswith(_FORMULA) or (text.startswith(("+", "-")) and not re.fullmatch(r"[+\-\d ;]+", text)):
-        return "'" + text
-    return text
-
-
 def export_header(custom_keys: list[str]) -> list[str]:
     return [*EXPORT_COLUMNS, *(f"custom.{k}" for k in custom_keys)]
 
@@ -315,6 +307,4 @@ def export_row(contact: dict[str, Any], custom_keys: list[str]) -> list[str]:
 
 
 def to_csv_line(cells: list[str]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\r\n").writerow(cells)
-    return buf.getvalue()
+    return csv_line(cells)
