@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     rate_limit: float = 20.0
     """Requests per second per API key (token bucket; burst = 2x)."""
     rate_burst: int | None = None
+    auth_fail_rate: float = 1.0
+    """Failed authentications (401) per second per client address, burst ``auth_fail_burst``;
+    over it the address gets 429 whatever key it sends. 0 = unlimited."""
+    auth_fail_burst: int = 20
     max_body: int = 1024 * 1024
     max_import_body: int = 256 * 1024 * 1024
     """Body limit of the streamed CSV import (``POST /api/v1/contacts/import``)."""
