@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     over it the address gets 429 whatever key it sends. 0 = unlimited."""
     auth_fail_burst: int = 20
     max_body: int = 1024 * 1024
+    hook_rate: float = 50.0
+    """Hooks per second per channel (burst 2x); over it ``/hooks/*`` answers 429. 0 = off."""
+    hook_client_rate: float = 20.0
+    """Hooks per second per client address (burst 2x). 0 = off."""
     max_import_body: int = 256 * 1024 * 1024
     """Body limit of the streamed CSV import (``POST /api/v1/contacts/import``)."""
     secret_key: str | None = None

@@ -28,6 +28,7 @@ from services.connectors.adapters.base import (
     RawRequest,
     RetryLater,
 )
+from services.connectors.hookguard import HookLimiter, keep_within_quota, rejected_record
 from services.connectors.mail.ingest import MailIngest
 from services.connectors.normalise import normalise
 from services.connectors.outbound import channel_url_errors
@@ -65,7 +66,7 @@ UNANSWERED = ("missed", "busy", "failed")
 
 
 def problem(err: AppError) -> JSONResponse:
-    return JSONResponse(err.to_problem(), status_code=err.status, media_type=PROBLEM)
+    return JSONResponse(err.to_problem(), status_code=err.status, media_type=PROBLEM, headers=err.headers)
 
 
 class ConnectorsService(Service):
@@ -88,6 +89,7 @@ class ConnectorsService(Service):
         self._tasks: list[asyncio.Task[None]] = []
         self.http: httpx.AsyncClient | None = None
         self.guard = UrlGuard.from_settings(self.settings)
+        self.hook_limiter = HookLimiter(self.settings.hook_rate, self.settings.hook_client_rate)
         # First retry of a deferred enrichment (then doubling, capped at an hour). Tests shorten it.
         self.retry_first_s = self.settings.enrich_retry_s
         self._wake = asyncio.Event()
@@ -346,6 +348,17 @@ class ConnectorsService(Service):
         return app
 
     async def receive_hook(self, channel_id: str, subpath: str, request: Request) -> Response:
+        client = request.client.host if request.client else "?"
+        if wait := self.hook_limiter.check(channel_id, client, time.monotonic()):
+            return problem(
+                AppError(
+                    "Too many hooks; retry later.",
+                    status=429,
+                    code="rate_limited",
+                    title="Too many requests",
+                    headers={"Retry-After": str(wait)},
+                )
+            )
         doc = await self.channel(channel_id)
         if doc is None or not doc.get("active", True) or doc["kind"] not in HOOK_KINDS:
             return problem(NotFound("channel"))
@@ -415,21 +428,20 @@ class ConnectorsService(Service):
         return Response(resp.body, status_code=resp.status, media_type=resp.content_type)
 
     async def _reject(self, doc: dict[str, Any], raw: RawRequest, exc: HookError, now: datetime) -> None:
-        await self.db.rejected_hooks.insert_one(
-            {
-                "_id": new_id(),
-                "tenant_id": doc["tenant_id"],
-                "channel_id": doc["_id"],
-                "at": now,
-                "status": exc.status,
-                "reason": exc.title,
-                "method": raw.method,
-                "subpath": raw.subpath,
-                "query": raw.query,
-                "headers": dict(raw.headers),
-                "body": raw.body[: self.settings.max_body],
-            }
+        record = rejected_record(
+            doc,
+            record_id=new_id(),
+            at=now,
+            status=exc.status,
+            reason=exc.title,
+            method=raw.method,
+            subpath=raw.subpath,
+            query=raw.query,
+            headers=dict(raw.headers),
+            body=raw.body,
         )
+        await self.db.rejected_hooks.insert_one(record)
+        await keep_within_quota(self.db.rejected_hooks, doc["_id"])
         await self._health(doc["_id"], False, error=f"{exc.status} {exc.title}")
 
     # ---- after the durable accept -----------------------------------------------------------

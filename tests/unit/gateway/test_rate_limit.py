@@ -29,15 +29,29 @@ def client(**limits: float) -> httpx.AsyncClient:
 
 
 def test_the_bucket_is_the_key_id_however_the_header_is_spelled() -> None:
-    spellings = [f"Bearer {GOOD}", f"bEaReR {GOOD}", f"Bearer  {GOOD}", f"  BEARER {GOOD}  ", f"bearer\t{GOOD}"]
+    spellings = [
+        f"Bearer {GOOD}",
+        f"bEaReR {GOOD}",
+        f"Bearer  {GOOD}",
+        f"  BEARER {GOOD}  ",
+        f"bearer\t{GOOD}",
+    ]
     assert {rate_key(h.replace("\t", " "), "1.2.3.4") for h in spellings} == {"key:0123456789abcdef"}
     assert rate_key(None, "1.2.3.4") == "ip:1.2.3.4"
 
 
 async def test_respelling_the_header_does_not_buy_a_fresh_bucket() -> None:
     async with client(rate=0.001, burst=3) as c:
-        spellings = [f"Bearer {GOOD}", f"bEaReR {GOOD}", f"Bearer  {GOOD}", f"BEARER {GOOD} ", f"bearer {GOOD}"]
-        statuses = [(await c.get("/api/v1/users/me", headers={"Authorization": h})).status_code for h in spellings]
+        spellings = [
+            f"Bearer {GOOD}",
+            f"bEaReR {GOOD}",
+            f"Bearer  {GOOD}",
+            f"BEARER {GOOD} ",
+            f"bearer {GOOD}",
+        ]
+        statuses = [
+            (await c.get("/api/v1/users/me", headers={"Authorization": h})).status_code for h in spellings
+        ]
     assert statuses == [200, 200, 200, 429, 429]
 
 
