@@ -180,7 +180,13 @@ def create_app(
     app.add_middleware(AuditMiddleware, collection=lambda: identity.db.audit, clock=hub.runtime.clock)
     app.add_middleware(Idempotency, collection=lambda: identity.db.idempotency, clock=hub.runtime.clock)
     app.add_middleware(ContentType)
-    app.add_middleware(RateLimit, rate=settings.rate_limit, burst=settings.burst)
+    app.add_middleware(
+        RateLimit,
+        rate=settings.rate_limit,
+        burst=settings.burst,
+        fail_rate=settings.auth_fail_rate,
+        fail_burst=settings.auth_fail_burst,
+    )
     app.add_middleware(BodyLimit, max_body=settings.max_body, streamed_max_body=settings.max_import_body)
     app.add_middleware(MetricsMiddleware, metrics=lambda: identity.metrics)
     return app

@@ -25,6 +25,7 @@ from shared.clock import new_id
 from shared.errors import Forbidden, NotFound, Unauthorized, ValidationFailed, problem_from_pydantic
 from shared.events import Envelope, TenantSettingsChanged, UserChanged
 from shared.mongo import UnitOfWork
+from shared.netguard import UrlGuard
 from shared.normalize import normalize_email
 from shared.pagination import DEFAULT_LIMIT, decode_cursor, page
 from shared.service import Service
@@ -143,7 +144,12 @@ class GatewayService(Service):
         self.metrics = Metrics()
         self.live = LiveFeed()
         self.webhooks = Webhooks(
-            self.db, self.rt.secrets, self.clock, WebhookSettings(), observe=self.metrics.webhook_outcome
+            self.db,
+            self.rt.secrets,
+            self.clock,
+            WebhookSettings(),
+            observe=self.metrics.webhook_outcome,
+            guard=UrlGuard.from_settings(self.settings),
         )
         # Outbound webhooks: this service's durable queue on every public event (not lost while
         # the gateway is down), and the automation rules' webhook action.

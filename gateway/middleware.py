@@ -96,49 +96,101 @@ class BodyLimit:
                 await send_problem(send, self._error(limit))
 
 
-class RateLimit:
-    """Token bucket per API key: ``rate`` tokens a second, up to ``burst``."""
+def rate_key(authorization: str | None, client: str) -> str:
+    """The bucket of a request: the key id of a well-formed API key (``crm_<id>_<secret>``), however
+    the header is spelled (``bEaReR``, extra spaces); another token by its hash; else the client."""
+    if authorization:
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() == "bearer" and token:
+            parts = token.split("_", 2)
+            if len(parts) == 3 and parts[0] == "crm" and parts[1]:
+                return "key:" + parts[1]
+            return "tok:" + hashlib.sha256(token.encode()).hexdigest()
+    return f"ip:{client}"
 
-    def __init__(self, app: ASGIApp, rate: float, burst: int, prefixes: tuple[str, ...] = ("/api/",)) -> None:
+
+class RateLimit:
+    """Token bucket per API key: ``rate`` tokens a second, up to ``burst``. Failed authentication
+    (401) also takes a token from the client address's own bucket (``fail_rate``, ``fail_burst``):
+    once it is empty that address gets 429 whatever key it sends, so guessing keys is limited."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        rate: float,
+        burst: int,
+        prefixes: tuple[str, ...] = ("/api/",),
+        fail_rate: float = 1.0,
+        fail_burst: int = 20,
+    ) -> None:
         self.app = app
         self.rate = rate
         self.burst = burst
         self.prefixes = prefixes
+        self.fail_rate = fail_rate
+        self.fail_burst = fail_burst
         self.buckets: dict[str, tuple[float, float]] = {}
+        self.failures: dict[str, tuple[float, float]] = {}
 
     def take(self, key: str, now: float) -> float:
         """0 when allowed, else seconds until a token is there."""
-        tokens, last = self.buckets.get(key, (float(self.burst), now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        return self._take(self.buckets, key, now, self.rate, self.burst)
+
+    @staticmethod
+    def _take(
+        buckets: dict[str, tuple[float, float]],
+        key: str,
+        now: float,
+        rate: float,
+        burst: int,
+        cost: float = 1,
+    ) -> float:
+        tokens, last = buckets.get(key, (float(burst), now))
+        tokens = min(burst, tokens + (now - last) * rate)
         if tokens >= 1:
-            self.buckets[key] = (tokens - 1, now)
+            buckets[key] = (tokens - cost, now)
             return 0.0
-        self.buckets[key] = (tokens, now)
-        return (1 - tokens) / self.rate
+        buckets[key] = (tokens, now)
+        return (1 - tokens) / rate
+
+    def _problem(self, wait: float, what: str) -> AppError:
+        return AppError(
+            what,
+            status=429,
+            code="rate_limited",
+            title="Too many requests",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefixes) or self.rate <= 0:
             await self.app(scope, receive, send)
             return
-        auth = _header(scope, b"authorization")
-        client = scope.get("client") or ("?", 0)
-        key = hashlib.sha256(auth.encode()).hexdigest() if auth else f"ip:{client[0]}"
-        wait = self.take(key, time.monotonic())
+        client = str((scope.get("client") or ("?", 0))[0])
+        now = time.monotonic()
+        if self.fail_rate > 0:
+            wait = self._take(self.failures, client, now, self.fail_rate, self.fail_burst, cost=0)
+            if wait > 0:
+                await send_problem(send, self._problem(wait, "Too many failed authentications."))
+                return
+        wait = self.take(rate_key(_header(scope, b"authorization"), client), now)
         if wait > 0:
             await send_problem(
-                send,
-                AppError(
-                    f"More than {self.rate:g} requests a second for this API key.",
-                    status=429,
-                    code="rate_limited",
-                    title="Too many requests",
-                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
-                ),
+                send, self._problem(wait, f"More than {self.rate:g} requests a second for this API key.")
             )
             return
         if len(self.buckets) > 100_000:
             self.buckets.clear()
-        await self.app(scope, receive, send)
+        if len(self.failures) > 100_000:
+            self.failures.clear()
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 401 and self.fail_rate > 0:
+                self._take(self.failures, client, time.monotonic(), self.fail_rate, self.fail_burst)
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
 
 
 class Idempotency:

@@ -3,7 +3,8 @@
 - An event consumer (its own durable queue on ``#``) writes one delivery per (subscription, event);
   the delivery id is derived from both, so a redelivered event never makes a second delivery.
 - A worker claims due deliveries with an atomic update (several gateway processes may run it) and
-  POSTs them with httpx: ``X-CRM-Signature: sha256=<hex HMAC-SHA256 of the body>``,
+  POSTs them with httpx: ``X-CRM-Signature: sha256=<hex HMAC-SHA256 of the body>`` and the
+  Standard Webhooks headers (``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,...``),
   ``X-CRM-Delivery-Id`` (stable across retries: receivers dedupe on it), ``X-CRM-Event-Type``.
 - A failure (non-2xx, timeout, refused) is retried with exponential back-off and jitter (tenacity's
   ``wait_exponential_jitter``); the schedule lives in the database, so retries survive restarts.
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -35,8 +37,9 @@ from tenacity import wait_exponential_jitter
 from gateway.live import is_internal, public_event
 from shared.clock import Clock, new_id
 from shared.crypto import SecretBox
-from shared.errors import NotFound
+from shared.errors import NotFound, ValidationFailed
 from shared.events import Envelope
+from shared.netguard import GuardedTransport, UrlGuard, UrlRefused
 from shared.pagination import DEFAULT_LIMIT, decode_cursor, page
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,31 @@ class WebhookSettings(BaseSettings):
 def sign(secret: str, body: bytes) -> str:
     """The ``X-CRM-Signature`` header value for ``body``."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _rule_secret(value: Any) -> str | None:
+    """The sealed secret a rule's webhook request carries (``sealed:<token>``), else None (a rule
+    stored before rules had secrets: delivered unsigned)."""
+    if isinstance(value, str) and value.startswith("sealed:"):
+        return value.removeprefix("sealed:")
+    return None
+
+
+def signing_key(secret: str) -> bytes:
+    """The Standard Webhooks key of a secret: a ``whsec_<base64>`` secret is decoded as the
+    standard libraries do; any other secret signs with its UTF-8 bytes."""
+    if secret.startswith("whsec_"):
+        key = base64.b64decode(secret.removeprefix("whsec_") + "==")
+        if key:
+            return key
+    return secret.encode()
+
+
+def standard_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """``webhook-signature`` of the Standard Webhooks scheme: ``v1,<base64 HMAC-SHA256 of
+    "<id>.<timestamp>.<body>">``."""
+    mac = hmac.new(signing_key(secret), f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
+    return "v1," + base64.b64encode(mac.digest()).decode()
 
 
 def delivery_id(subscription_id: str, event_id: str) -> str:
@@ -117,11 +145,13 @@ class Webhooks:
         settings: WebhookSettings | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         observe: Callable[[str], None] | None = None,
+        guard: UrlGuard | None = None,
     ) -> None:
         self.db = db
         self.secrets = secrets
         self.clock = clock
         self.settings = settings or WebhookSettings()
+        self.guard = guard or UrlGuard()
         self.transport = transport
         self.observe = observe or (lambda outcome: None)
         self._wake = asyncio.Event()
@@ -135,6 +165,7 @@ class Webhooks:
     async def create(
         self, tenant_id: str, user_id: str, url: str, events: list[str], secret: str, description: str | None
     ) -> dict[str, Any]:
+        url = await self.check_url(url)
         doc = {
             "_id": new_id(),
             "tenant_id": tenant_id,
@@ -148,6 +179,13 @@ class Webhooks:
         }
         await self.db.subscriptions.insert_one(doc)
         return subscription_view(doc)
+
+    async def check_url(self, url: str, field: str = "url") -> str:
+        """The outbound guard on a stored URL: 422 naming ``field`` when refused."""
+        try:
+            return await self.guard.validate(str(url))
+        except UrlRefused as exc:
+            raise ValidationFailed({field: str(exc)}) from None
 
     async def list(
         self, tenant_id: str, limit: int = DEFAULT_LIMIT, cursor: str | None = None
@@ -168,6 +206,8 @@ class Webhooks:
     async def update(self, tenant_id: str, sub_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         await self.get(tenant_id, sub_id)
         sets = {k: v for k, v in changes.items() if k in ("url", "description")}
+        if sets.get("url") is not None:
+            sets["url"] = await self.check_url(sets["url"])
         if changes.get("events") is not None:
             sets["events"] = sorted(set(changes["events"]))
         if changes.get("secret") is not None:
@@ -252,8 +292,8 @@ class Webhooks:
     async def on_rule_webhook(self, env: Envelope) -> None:
         """An automation rule's ``webhook`` action (``rule.webhook_requested`` from tasks): one
         delivery of the triggering event to the rule's URL, keyed by the action's idempotency key.
-        Rules carry no secret, so these deliveries are unsigned; retries and isolation (per rule)
-        are the same as for subscriptions."""
+        The rule's secret (sealed by tasks with the installation's key) signs it like a
+        subscription's delivery; retries and isolation (per rule) are the same as for subscriptions."""
         payload = env.payload
         url, rule_id = payload.get("url"), payload.get("caused_by_rule")
         if not isinstance(url, str) or not isinstance(rule_id, str):
@@ -281,6 +321,7 @@ class Webhooks:
                     "tenant_id": env.tenant_id,
                     "subscription_id": f"rule:{rule_id}",
                     "url": url,
+                    "secret": _rule_secret(payload.get("secret")),
                     "event_id": str(event.get("event_id") or env.event_id),
                     "event_type": str(event.get("event_type") or env.event_type),
                     "body": json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str),
@@ -313,10 +354,16 @@ class Webhooks:
 
     # ---- delivery worker ----------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._client = httpx.AsyncClient(
-            timeout=self.settings.timeout_s, transport=self.transport, follow_redirects=False
+    def _new_client(self) -> httpx.AsyncClient:
+        """Every delivery goes through the outbound guard, to the address it checked."""
+        return httpx.AsyncClient(
+            timeout=self.settings.timeout_s,
+            transport=GuardedTransport(self.guard, self.transport),
+            follow_redirects=False,
         )
+
+    def start(self) -> None:
+        self._client = self._new_client()
         self._task = asyncio.create_task(self._loop(), name="webhook-deliveries")
 
     async def stop(self) -> None:
@@ -397,8 +444,8 @@ class Webhooks:
     async def attempt(self, doc: dict[str, Any]) -> str:
         """One POST of a claimed delivery; records the outcome and returns the new state."""
         sub: dict[str, Any] | None
-        if doc.get("url"):  # an automation rule's webhook: no subscription, no secret
-            sub = {"url": doc["url"], "secret": None}
+        if doc.get("url"):  # an automation rule's webhook: no subscription, the rule's secret
+            sub = {"url": doc["url"], "secret": doc.get("secret")}
         else:
             sub = await self.db.subscriptions.find_one(
                 {"_id": doc["subscription_id"], "tenant_id": doc["tenant_id"]}
@@ -415,8 +462,15 @@ class Webhooks:
             "X-CRM-Event-Id": doc["event_id"],
         }
         if sub.get("secret"):
-            headers["X-CRM-Signature"] = sign(self.secrets.open(sub["secret"]).get("secret", ""), body)
-        client = self._client or httpx.AsyncClient(timeout=self.settings.timeout_s, transport=self.transport)
+            secret = self.secrets.open(sub["secret"]).get("secret", "")
+            timestamp = int(self.clock.now().timestamp())
+            headers["X-CRM-Signature"] = sign(secret, body)
+            # Standard Webhooks: the id is stable across retries (dedupe), the timestamp is this
+            # attempt's (receivers reject replays outside their tolerance).
+            headers["webhook-id"] = doc["_id"]
+            headers["webhook-timestamp"] = str(timestamp)
+            headers["webhook-signature"] = standard_signature(secret, doc["_id"], timestamp, body)
+        client = self._client or self._new_client()
         started = time.monotonic()
         status: int | None = None
         error: str | None = None

@@ -247,6 +247,9 @@ class RuleWebhookRequested(RuleCommand):
 
     url: str
     event: dict[str, Any]
+    secret: str | None = None
+    """The rule's signing secret, sealed with the installation's key (``sealed:<token>``); never
+    plain text on the bus. None for a rule stored before rules had secrets."""
 
 
 # ---- deals ----------------------------------------------------------------------------------

@@ -26,7 +26,15 @@ class Settings(BaseSettings):
     rate_limit: float = 20.0
     """Requests per second per API key (token bucket; burst = 2x)."""
     rate_burst: int | None = None
+    auth_fail_rate: float = 1.0
+    """Failed authentications (401) per second per client address, burst ``auth_fail_burst``;
+    over it the address gets 429 whatever key it sends. 0 = unlimited."""
+    auth_fail_burst: int = 20
     max_body: int = 1024 * 1024
+    hook_rate: float = 50.0
+    """Hooks per second per channel (burst 2x); over it ``/hooks/*`` answers 429. 0 = off."""
+    hook_client_rate: float = 20.0
+    """Hooks per second per client address (burst 2x). 0 = off."""
     max_import_body: int = 256 * 1024 * 1024
     """Body limit of the streamed CSV import (``POST /api/v1/contacts/import``)."""
     secret_key: str | None = None
@@ -34,6 +42,9 @@ class Settings(BaseSettings):
     rpc_timeout_s: float = 10.0
     log_format: str = Field(default="auto", pattern="^(auto|json|text)$")
     log_level: str = "INFO"
+    allow_private_urls: bool = False
+    """Let the hub call loopback, private and link-local addresses on any port (subscriptions,
+    rule webhooks, provider base URLs, IMAP hosts). Tests and local development only."""
     connectors_url: str | None = None
     """When the connectors service runs in another process, where its hook ingress listens."""
     retry_limit: int = 5

@@ -131,7 +131,8 @@ RULE_EXAMPLE: dict[str, Any] = {
 class RuleIn(BaseModel):
     """Actions: `create_task` {title, kind, due_in_s, assignee: `owner` | `user:<id>` |
     `round_robin:<id>,<id>`, remind_before_s?}, `assign_owner` {user_id}, `move_deal` {stage_id},
-    `webhook` {url}."""
+    `webhook` {url, secret} (the secret is write-only and signs the deliveries like a subscription's;
+    the rule answers `secret_set`)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [RULE_EXAMPLE]})
     id: str | None = Field(default=None, max_length=100)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -12,6 +10,7 @@ from pymongo import ASCENDING, IndexModel
 from services.analytics import reports
 from services.common.access import require_admin, tenant_of
 from shared.clock import as_utc, new_id
+from shared.csvsafe import csv_table
 from shared.errors import NotFound, ValidationFailed
 from shared.events import Envelope
 from shared.mongo import UnitOfWork
@@ -390,11 +389,5 @@ def _public(doc: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def to_csv(result: dict[str, Any], rows_key: str) -> str:
-    """One row per item; the item's field names as the header."""
-    rows = result.get(rows_key) or []
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0].keys()), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return buf.getvalue()
+    """One row per item; the item's field names as the header (cells escaped: shared/csvsafe)."""
+    return csv_table(result.get(rows_key) or [])

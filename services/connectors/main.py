@@ -28,12 +28,15 @@ from services.connectors.adapters.base import (
     RawRequest,
     RetryLater,
 )
+from services.connectors.hookguard import HookLimiter, keep_within_quota, rejected_record
 from services.connectors.mail.ingest import MailIngest
 from services.connectors.normalise import normalise
+from services.connectors.outbound import channel_url_errors
 from shared.clock import as_utc, iso, new_id
 from shared.errors import AppError, NotFound, ServiceUnavailable, ValidationFailed
 from shared.events import Envelope, make_event
 from shared.mongo import UnitOfWork
+from shared.netguard import GuardedTransport, UrlGuard
 from shared.normalize import identity_digest, phone_key
 from shared.pagination import clamp_limit, decode_cursor, page
 from shared.service import Service
@@ -63,7 +66,7 @@ UNANSWERED = ("missed", "busy", "failed")
 
 
 def problem(err: AppError) -> JSONResponse:
-    return JSONResponse(err.to_problem(), status_code=err.status, media_type=PROBLEM)
+    return JSONResponse(err.to_problem(), status_code=err.status, media_type=PROBLEM, headers=err.headers)
 
 
 class ConnectorsService(Service):
@@ -86,6 +89,8 @@ class ConnectorsService(Service):
         self._opened: dict[Any, dict[str, str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.http: httpx.AsyncClient | None = None
+        self.guard = UrlGuard.from_settings(self.settings)
+        self.hook_limiter = HookLimiter(self.settings.hook_rate, self.settings.hook_client_rate)
         # First retry of a deferred enrichment (then doubling, capped at an hour). Tests shorten it.
         self.retry_first_s = self.settings.enrich_retry_s
         self._wake = asyncio.Event()
@@ -103,7 +108,9 @@ class ConnectorsService(Service):
             self.rpc.method(name)(getattr(self, name))
 
     async def on_start(self) -> None:
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(10.0, connect=5.0), transport=GuardedTransport(self.guard)
+        )
         self._tasks.append(asyncio.create_task(self._deferred_loop(), name="connectors-deferred"))
         self._tasks.append(asyncio.create_task(self._health_loop(), name="connectors-health"))
         await self.mail.start()
@@ -162,12 +169,17 @@ class ConnectorsService(Service):
         if errors:
             raise ValidationFailed(errors)
 
+    async def _check_urls(self, kind: str, config: dict[str, Any]) -> None:
+        if errors := await channel_url_errors(kind, config, self.guard):
+            raise ValidationFailed(errors)
+
     async def create_channel(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
         require_admin(ctx)
         body = args["body"]
         secrets = {k: str(v) for k, v in (body.get("secrets") or {}).items()}
         config = body.get("config") or {}
         self._check(body["kind"], config, secrets)
+        await self._check_urls(body["kind"], config)
         doc = {
             "_id": new_id(),
             "tenant_id": tenant_of(ctx),
@@ -226,6 +238,7 @@ class ConnectorsService(Service):
             update["secrets_enc"] = self.rt.secrets.seal(secrets)
             update["secret_names"] = sorted(secrets)
         self._check(doc["kind"], update.get("config", doc.get("config", {})), secrets)
+        await self._check_urls(doc["kind"], update.get("config", doc.get("config", {})))
         if update:
             await self.db.channels.update_one(flt, {"$set": update})
         self._channel_cache.pop(doc["_id"], None)
@@ -348,6 +361,17 @@ class ConnectorsService(Service):
         return app
 
     async def receive_hook(self, channel_id: str, subpath: str, request: Request) -> Response:
+        client = request.client.host if request.client else "?"
+        if wait := self.hook_limiter.check(channel_id, client, time.monotonic()):
+            return problem(
+                AppError(
+                    "Too many hooks; retry later.",
+                    status=429,
+                    code="rate_limited",
+                    title="Too many requests",
+                    headers={"Retry-After": str(wait)},
+                )
+            )
         doc = await self.channel(channel_id)
         if doc is None or not doc.get("active", True) or doc["kind"] not in HOOK_KINDS:
             return problem(NotFound("channel"))
@@ -417,21 +441,20 @@ class ConnectorsService(Service):
         return Response(resp.body, status_code=resp.status, media_type=resp.content_type)
 
     async def _reject(self, doc: dict[str, Any], raw: RawRequest, exc: HookError, now: datetime) -> None:
-        await self.db.rejected_hooks.insert_one(
-            {
-                "_id": new_id(),
-                "tenant_id": doc["tenant_id"],
-                "channel_id": doc["_id"],
-                "at": now,
-                "status": exc.status,
-                "reason": exc.title,
-                "method": raw.method,
-                "subpath": raw.subpath,
-                "query": raw.query,
-                "headers": dict(raw.headers),
-                "body": raw.body[: self.settings.max_body],
-            }
+        record = rejected_record(
+            doc,
+            record_id=new_id(),
+            at=now,
+            status=exc.status,
+            reason=exc.title,
+            method=raw.method,
+            subpath=raw.subpath,
+            query=raw.query,
+            headers=dict(raw.headers),
+            body=raw.body,
         )
+        await self.db.rejected_hooks.insert_one(record)
+        await keep_within_quota(self.db.rejected_hooks, doc["_id"])
         await self._health(doc["_id"], False, error=f"{exc.status} {exc.title}")
 
     # ---- after the durable accept -----------------------------------------------------------

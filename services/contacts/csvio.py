@@ -9,15 +9,17 @@ any length is never held in memory at once.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import csv
 import io
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from services.contacts.model import normalize_identities
+from shared.csvsafe import csv_line, safe_cell
 from shared.normalize import clean_text
 
 COLUMN_ALIASES = {
@@ -52,8 +54,6 @@ EXPORT_COLUMNS = (
     "created_at",
 )
 _SPLIT = re.compile(r"[;,]")
-_FORMULA = ("=", "@", "\t", "\r")
-_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 
 
 @dataclass
@@ -102,6 +102,8 @@ def _cells(value: str) -> list[str]:
 def parse_row(columns: list[str], line: int, text: str, region: str) -> Row | None:
     """A record to a :class:`Row` (``None`` for a row of empty cells); raises :class:`RowError`
     with the reason when it is unusable."""
+    if text == OVERSIZED:
+        raise RowError(f"the record is longer than {MAX_RECORD} characters (an unclosed quote?)")
     try:
         cells = next(csv.reader(io.StringIO(text)), [])
     except csv.Error as exc:
@@ -148,44 +150,117 @@ def _pick_decoder(head: bytes) -> codecs.IncrementalDecoder:
     return codecs.getincrementaldecoder(name)(errors="replace")
 
 
+MAX_RECORD = 64 * 1024
+"""Characters of one record (and so of one line); a longer one is reported as a failed row and
+reading goes on at the next line (an unclosed quote would otherwise swallow the rest of the file)."""
+OVERSIZED = "\x00oversized-record"
+"""Stands for a record over :data:`MAX_RECORD` in what :func:`split_records` yields."""
+OFFLOAD_CHUNK = 16 * 1024
+_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+class RecordSplitter:
+    """Cuts decoded text into CSV records in linear time: lines and records are lists of parts
+    joined once, never strings grown by concatenation."""
+
+    def __init__(self, max_record: int = MAX_RECORD) -> None:
+        self.max_record = max_record
+        self.pending: list[str] = []  # the current, unfinished line
+        self.pending_len = 0
+        self.record: list[str] = []
+        self.record_len = 0
+        self.quotes = 0
+        self.start = 1
+        self.line_no = 0
+        self.skipping = False  # the rest of a line whose record was too long
+
+    def feed(self, text: str, final: bool = False) -> list[tuple[int, str]]:
+        out: list[tuple[int, str]] = []
+        pos, n = 0, len(text)
+        if self.pending and self.pending[-1].endswith("\r") and not text.startswith("\n") and (text or final):
+            self._end_line(out)  # a lone CR ended the line
+        while pos < n:
+            m = _BREAK.search(text, pos)
+            if m is None:
+                self._add(text[pos:], out)
+                break
+            end = m.end()
+            if m.group() == "\r" and end == n and not final:
+                self._add(text[pos:], out)  # maybe the first half of CRLF
+                break
+            self._add(text[pos:end], out)
+            self._end_line(out)
+            pos = end
+        if final:
+            if self.pending:
+                self._end_line(out)
+            rec = "".join(self.record)
+            if rec.strip():
+                out.append((self.start, rec))
+            self._reset_record()
+        return out
+
+    def _add(self, part: str, out: list[tuple[int, str]]) -> None:
+        if self.skipping or not part:
+            return
+        self.pending.append(part)
+        self.pending_len += len(part)
+        if self.pending_len + self.record_len > self.max_record:
+            out.append((self.start if self.record else self.line_no + 1, OVERSIZED))
+            self._reset_record()
+            self.pending, self.pending_len = [], 0
+            self.skipping = True
+
+    def _end_line(self, out: list[tuple[int, str]]) -> None:
+        self.line_no += 1
+        line = "".join(self.pending)
+        self.pending, self.pending_len = [], 0
+        if self.skipping:
+            self.skipping = False
+            return
+        if not self.record:
+            self.start = self.line_no
+        self.record.append(line)
+        self.record_len += len(line)
+        self.quotes += line.count('"')
+        if self.quotes % 2 == 0:
+            rec = "".join(self.record)
+            if rec.strip():
+                out.append((self.start, rec))
+            self._reset_record()
+
+    def _reset_record(self) -> None:
+        self.record, self.record_len, self.quotes = [], 0, 0
+
+
 async def split_records(
-    chunks: AsyncIterator[bytes], encoding: str | None = None, sniff_bytes: int = 4096
+    chunks: AsyncIterator[bytes],
+    encoding: str | None = None,
+    sniff_bytes: int = 4096,
+    max_record: int = MAX_RECORD,
 ) -> AsyncIterator[tuple[int, str]]:
     """``(first line number, record text)`` for each CSV record of a byte stream, in order.
 
     A record ends at a line break outside quotes, so quoted cells may hold line breaks. The text
     is decoded incrementally (``encoding``, else sniffed from the first ``sniff_bytes``: UTF-8 with
     or without BOM, else Windows-1251). Blank lines are skipped. Only one record and one chunk
-    are held at a time.
+    are held at a time; a record over ``max_record`` characters comes as :data:`OVERSIZED`. The
+    work is linear in the input, and large chunks are cut in a worker thread, off the event loop.
     """
     decoder = codecs.getincrementaldecoder(encoding)(errors="replace") if encoding else None
+    splitter = RecordSplitter(max_record)
     head = b""
-    pending = ""
-    record = ""
-    start = 1
-    line_no = 0
-    quotes = 0
 
-    def feed(text: str, final: bool) -> Iterator[tuple[int, str]]:
-        nonlocal pending, record, start, line_no, quotes
-        parts = _LINE.findall(pending + text)
-        pending = ""
-        if parts and not final and not parts[-1].endswith(("\n", "\r")):
-            pending = parts.pop()
-        elif parts and not final and parts[-1].endswith("\r"):
-            pending = parts.pop()  # a CR may be the first half of CRLF
-        for ln in parts:
-            line_no += 1
-            if not record:
-                start = line_no
-            record += ln
-            quotes += ln.count('"')
-            if quotes % 2 == 0:
-                if record.strip():
-                    yield start, record
-                record, quotes = "", 0
-        if final and record.strip():
-            yield start, record
+    async def step(data: bytes, final: bool) -> list[tuple[int, str]]:
+        assert decoder is not None
+        dec = decoder
+
+        def work() -> list[tuple[int, str]]:
+            return splitter.feed(dec.decode(data, final=final), final)
+
+        if len(data) >= OFFLOAD_CHUNK:
+            return await asyncio.to_thread(work)
+        return work()
 
     async for chunk in chunks:
         if not chunk:
@@ -196,20 +271,12 @@ async def split_records(
                 continue
             decoder = _pick_decoder(head)
             chunk, head = head, b""
-        for rec in feed(decoder.decode(chunk), final=False):
+        for rec in await step(chunk, False):
             yield rec
     if decoder is None:
         decoder = _pick_decoder(head)
-    for rec in feed(decoder.decode(head, final=True), final=True):
+    for rec in await step(head, True):
         yield rec
-
-
-def safe_cell(value: Any) -> str:
-    """A cell that a spreadsheet will not run as a formula."""
-    text = "" if value is None else str(value)
-    if text.startswith(_FORMULA) or (text.startswith(("+", "-")) and not re.fullmatch(r"[+\-\d ;]+", text)):
-        return "'" + text
-    return text
 
 
 def export_header(custom_keys: list[str]) -> list[str]:
@@ -240,6 +307,4 @@ def export_row(contact: dict[str, Any], custom_keys: list[str]) -> list[str]:
 
 
 def to_csv_line(cells: list[str]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\r\n").writerow(cells)
-    return buf.getvalue()
+    return csv_line(cells)

@@ -40,9 +40,11 @@ from services.tasks import domain as d
 from services.tasks import rules as r
 from services.tasks.calendar import render_calendar
 from shared.clock import new_id
+from shared.crypto import SecretBox
 from shared.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from shared.events import Envelope
 from shared.mongo import UnitOfWork
+from shared.netguard import UrlGuard, UrlRefused
 from shared.pagination import clamp_limit, decode_cursor, page
 from shared.service import Service
 
@@ -444,6 +446,9 @@ class TasksService(Service):
     @staticmethod
     def _rule_view(rule: r.Rule, settings: Mapping[str, Any]) -> dict[str, Any]:
         view = rule.model_dump(mode="json")
+        for action in view.get("actions") or []:
+            if action.get("type") == "webhook":  # write-only
+                action["secret_set"] = bool(action.pop("secret", None))
         if rule.builtin:
             view["enabled"] = rule.id not in (settings.get("disabled_rules") or [])
         if rule.id == r.STAGE_TASKS:
@@ -474,6 +479,8 @@ class TasksService(Service):
         body.setdefault("id", new_id())
         rule = r.parse_rule(body)
         _check_event_type(rule)
+        await _check_webhook_urls(rule, UrlGuard.from_settings(self.settings))
+        rule = _seal_webhook_secrets(rule, self.rt.secrets, None)
 
         async def unit(uow: UnitOfWork) -> None:
             doc = {**_rule_to_doc(rule, tenant), "created_at": uow.now, "updated_at": uow.now}
@@ -500,8 +507,11 @@ class TasksService(Service):
         if "stage_tasks" in changes:
             raise ValidationFailed({"stage_tasks": "only the built-in stage_tasks rule has stage tasks"})
         current = _rule_from_doc(doc).model_dump(mode="json")
+        previous = _rule_from_doc(doc)
         rule = r.parse_rule({**current, **changes, "builtin": False}, rule_id=rule_id)
         _check_event_type(rule)
+        await _check_webhook_urls(rule, UrlGuard.from_settings(self.settings))
+        rule = _seal_webhook_secrets(rule, self.rt.secrets, previous)
 
         async def unit(uow: UnitOfWork) -> None:
             await uow.db.rules.replace_one(
@@ -720,6 +730,47 @@ def _dedupe_key(env: Envelope) -> str:
 def _check_event_type(rule: r.Rule) -> None:
     if rule.event_type not in RULE_EVENT_TYPES:
         raise ValidationFailed({"event_type": "must be one of " + ", ".join(RULE_EVENT_TYPES)})
+
+
+async def _check_webhook_urls(rule: r.Rule, guard: UrlGuard) -> None:
+    """A ``webhook`` action's URL passes the outbound guard (checked again at delivery)."""
+    errors: dict[str, str] = {}
+    for idx, spec in enumerate(rule.actions):
+        if isinstance(spec, r.WebhookSpec):
+            try:
+                await guard.validate(spec.url)
+            except UrlRefused as exc:
+                errors[f"actions.{idx}.url"] = str(exc)
+    if errors:
+        raise ValidationFailed(errors)
+
+
+def _seal_webhook_secrets(rule: r.Rule, box: SecretBox, previous: r.Rule | None) -> r.Rule:
+    """Every ``webhook`` action carries a secret (422 ``actions.<i>.secret`` else), stored sealed.
+    On an update, an action that names no secret keeps the one of the earlier action with its URL."""
+    kept = {
+        a.url: a.secret
+        for a in (previous.actions if previous else [])
+        if isinstance(a, r.WebhookSpec) and a.secret
+    }
+    actions: list[Any] = []
+    errors: dict[str, str] = {}
+    for idx, spec in enumerate(rule.actions):
+        if isinstance(spec, r.WebhookSpec):
+            secret = spec.secret
+            if secret is None:
+                secret = kept.get(spec.url)
+            elif not secret.startswith(r.SEALED):
+                secret = r.SEALED + box.seal({"secret": secret})
+            elif secret != kept.get(spec.url):
+                secret = None  # a sealed value is only ever the hub's own
+            if secret is None:
+                errors[f"actions.{idx}.secret"] = "is required: it signs the deliveries"
+            spec = spec.model_copy(update={"secret": secret})
+        actions.append(spec)
+    if errors:
+        raise ValidationFailed(errors)
+    return rule.model_copy(update={"actions": actions})
 
 
 def _rule_to_doc(rule: r.Rule, tenant: str) -> dict[str, Any]:

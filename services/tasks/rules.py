@@ -146,11 +146,25 @@ class MoveDealSpec(BaseModel):
     stage_id: Ref
 
 
+SEALED = "sealed:"
+
+
 class WebhookSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["webhook"]
     url: str
+    secret: str | None = None
+    """Write-only: signs the deliveries like a subscription's. Stored sealed (``SEALED`` prefix)."""
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v: str | None) -> str | None:
+        if v is None or (v.startswith(SEALED) and len(v) <= 4000):
+            return v
+        if not 8 <= len(v) <= 200:
+            raise ValueError("must be 8-200 characters")
+        return v
 
     @field_validator("url")
     @classmethod
@@ -685,7 +699,7 @@ def evaluate(rules: Iterable[Rule], event: Mapping[str, Any], context: RuleConte
                 params = {"deal_id": payload["deal_id"], "stage_id": spec.stage_id}
             elif isinstance(spec, WebhookSpec):
                 type_ = "webhook"
-                params = {"url": spec.url, "event": dict(event)}
+                params = {"url": spec.url, "event": dict(event), "secret": spec.secret}
             else:  # pragma: no cover - the Rule model admits no other spec
                 continue
             out.append(

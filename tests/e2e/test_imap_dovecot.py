@@ -17,6 +17,7 @@ import pytest
 
 from services.connectors.mail.parse import FolderRole, parse_message
 from services.connectors.mail.poller import ImapConfig, ImapPoller
+from shared.netguard import UrlGuard
 from tests.support.dovecot import (
     DovecotServer,
     append_message,
@@ -168,6 +169,7 @@ def make_poller(
         ssl="none",
         username=server.username,
         password=server.password,
+        guard=UrlGuard(allow_private=True),  # Dovecot listens on 127.0.0.1
         **settings,  # type: ignore[arg-type]
     )
     return ImapPoller(

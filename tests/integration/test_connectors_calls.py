@@ -177,7 +177,7 @@ async def meta_channel(svc: ConnectorsService) -> dict[str, Any]:
         "name": "meta",
         "intake": "auto",
         "secrets": {"app_secret": "app", "verify_token": "v", "page_access_token": "tok"},
-        "config": {"graph_base_url": "https://graph.test/v19.0"},
+        "config": {"graph_base_url": "https://graph.facebook.com/v19.0"},
     }
     return await svc.create_channel(CTX, {"body": body})
 

@@ -14,12 +14,14 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.fernet import Fernet
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from gateway.webhooks import Webhooks, WebhookSettings, sign
 from shared.clock import SystemClock, new_id
 from shared.crypto import SecretBox
 from shared.events import Envelope
 from shared.mongo import mongo_client
+from shared.netguard import UrlGuard
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +46,7 @@ class Endpoints:
         self.calls: list[tuple[str, str, httpx.Request]] = []
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
-        host = request.url.host
+        host = request.headers["host"]  # the URL itself goes to the address the guard checked
         did = request.headers["X-CRM-Delivery-Id"]
         self.calls.append((host, did, request))
         if host == "dead":
@@ -70,6 +72,11 @@ async def db(mongo_url: str) -> AsyncIterator[Any]:
         await client.close()
 
 
+async def public_dns(host: str, port: int) -> list[str]:
+    """The endpoints' names resolve to a public address (the transport is faked anyway)."""
+    return ["93.184.215.14"]
+
+
 def make(db: Any, endpoints: Endpoints, **overrides: Any) -> Webhooks:
     settings = WebhookSettings(
         **{
@@ -88,6 +95,7 @@ def make(db: Any, endpoints: Endpoints, **overrides: Any) -> Webhooks:
         SystemClock(),
         settings,
         transport=httpx.MockTransport(endpoints),
+        guard=UrlGuard(resolver=public_dns),
     )
 
 
@@ -224,6 +232,53 @@ async def test_rule_webhook_action_is_delivered_once_to_the_rule_url_and_not_to_
     assert body["event_id"] == trigger.event_id and request.headers["X-CRM-Event-Type"] == "deal.won"
     assert "X-CRM-Signature" not in request.headers
     assert (await hooks.deliveries("A", everything["id"]))["items"] == []
+
+
+async def test_a_rule_webhook_is_signed_with_the_rules_sealed_secret(db: Any) -> None:
+    endpoints = Endpoints()
+    hooks = make(db, endpoints)
+    trigger = envelope("A", "deal.won")
+    command = Envelope(
+        event_id=new_id() + "cmd",
+        event_type="rule.webhook_requested",
+        occurred_at=datetime.now(UTC),
+        tenant_id="A",
+        producer="tasks",
+        correlation_id="c",
+        payload={
+            "caused_by_rule": "r2",
+            "action_key": "rule:r2:k:0",
+            "url": "http://ok/signed",
+            "secret": "sealed:" + hooks.secrets.seal({"secret": "rule-secret"}),
+            "event": {"event_id": trigger.event_id, "event_type": "deal.won", "payload": {"deal_id": "d1"}},
+        },
+    )
+    await hooks.on_event(command)
+    [doc] = await db.deliveries.find({}).to_list(10)
+    assert await hooks.attempt(doc) == "delivered"
+    request = endpoints.calls[0][2]
+    assert request.headers["X-CRM-Signature"] == sign("rule-secret", request.content)
+    Webhook(b"rule-secret").verify(request.content, dict(request.headers))
+
+
+async def test_deliveries_carry_standard_webhooks_headers_the_standard_library_verifies(db: Any) -> None:
+    endpoints = Endpoints()
+    hooks = make(db, endpoints)
+    await hooks.create("A", "u", "http://ok/std", ["*"], "plain-secret-1", None)
+    await hooks.create("A", "u", "http://ok/whsec", ["*"], "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", None)
+    await hooks.on_event(envelope("A"))
+    for doc in await db.deliveries.find({}).to_list(10):
+        assert await hooks.attempt(doc) == "delivered"
+    by_path = {c[2].url.path: c[2] for c in endpoints.calls}
+    plain, whsec = by_path["/std"], by_path["/whsec"]
+    assert plain.headers["webhook-signature"].startswith("v1,")
+    assert plain.headers["webhook-id"] == plain.headers["X-CRM-Delivery-Id"]
+    assert (
+        Webhook(b"plain-secret-1").verify(plain.content, dict(plain.headers))["event_type"] == "user.changed"
+    )
+    Webhook("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").verify(whsec.content, dict(whsec.headers))
+    with pytest.raises(WebhookVerificationError):  # another body under the same headers
+        Webhook(b"plain-secret-1").verify(plain.content + b" ", dict(plain.headers))
 
 
 async def test_backlog_gauges_count_pending_deliveries(db: Any) -> None:

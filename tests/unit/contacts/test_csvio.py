@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -114,3 +115,41 @@ def test_export_row_guards_against_formulas_but_keeps_phones() -> None:
     assert row["phones"] == "+79165551234"
     assert row["custom.channels"] == "tg;mail" and row["utm_source"] == "yandex"
     assert csvio.safe_cell("-1+2") == "-1+2" and csvio.safe_cell("-cmd") == "'-cmd"
+
+
+def unclosed_quote(size: int) -> bytes:
+    """The hostile import: an unclosed quote, then short lines (each one re-scanned by the old
+    splitter, which grew one string by concatenation)."""
+    return b'name,phone\n"open,1\n' + b"a,1\n" * (size // 4)
+
+
+async def split_time(data: bytes) -> float:
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        await records(data, 64 * 1024)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+async def test_splitting_is_linear_in_the_input_even_with_an_unclosed_quote() -> None:
+    small, large = unclosed_quote(100_000), unclosed_quote(800_000)
+    ratio = await split_time(large) / await split_time(small)
+    # 8x the input: linear work takes about 8x the time, quadratic about 64x. The margin is wide.
+    assert ratio < 24, ratio
+
+
+async def test_a_record_over_the_cap_fails_alone_and_reading_resumes_at_the_next_line() -> None:
+    data = b'name,phone\n"open,1\n' + b"x" * 10 + b"\n" + b"a,1\n" * 30 + b"Bob,+79991234567\n"
+    got = [r async for r in csvio.split_records(chunks_of(data, 7), max_record=64)]
+    assert got[0] == (1, "name,phone\n")
+    assert (2, csvio.OVERSIZED) in got
+    assert got[-1] == (34, "Bob,+79991234567\n")
+    with pytest.raises(csvio.RowError, match="longer than"):
+        csvio.parse_row(["name", "phones"], 2, csvio.OVERSIZED, "RU")
+
+
+async def test_one_endless_line_is_cut_at_the_cap() -> None:
+    data = b"name\n" + b"y" * 200_000 + b"\nAnna\n"
+    got = await records(data, 4096)
+    assert got == [(1, "name\n"), (2, csvio.OVERSIZED), (3, "Anna\n")]

@@ -447,7 +447,7 @@ def test_assign_move_and_webhook_actions_are_concrete() -> None:
         ("move_deal", "s9"),
     ]
     assert actions[1].params["deal_id"] == "d1"
-    assert actions[2].params == {"url": "https://hooks.example.com/crm", "event": event}
+    assert actions[2].params == {"url": "https://hooks.example.com/crm", "event": event, "secret": None}
 
 
 # ---- loop protection -------------------------------------------------------------------------
