@@ -22,6 +22,7 @@ from services.connectors.mail.poller import ImapConfig
 from shared.clock import SystemClock
 from shared.events import Envelope, make_event
 from shared.mongo import Store, UnitOfWork, mongo_client
+from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +49,7 @@ class StandIn:
         self.store = store
         self.db: Any = store.db
         self.clock = SystemClock()
+        self.settings = Settings(allow_private_urls=True)  # the stand-in mailbox is on 127.0.0.1
         self.rt = Runtime()
         self.emitted: list[tuple[str, list[Captured]]] = []
         self.subscribed: list[str] = []

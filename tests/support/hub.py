@@ -48,6 +48,9 @@ class HubProcess:
             "CRM_RATE_LIMIT": "1000",
             "CRM_HOOK_RATE": "1000",
             "CRM_HOOK_CLIENT_RATE": "1000",
+            # every test comes from 127.0.0.1: the failed-authentication budget is the whole suite's
+            "CRM_AUTH_FAIL_RATE": "1000",
+            "CRM_AUTH_FAIL_BURST": "100000",
             # The tests' stand-ins (webhook receivers, Graph API, Dovecot) listen on 127.0.0.1.
             "CRM_ALLOW_PRIVATE_URLS": "1",
             **(env or {}),
