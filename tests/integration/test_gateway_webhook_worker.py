@@ -274,7 +274,8 @@ async def test_deliveries_carry_standard_webhooks_headers_the_standard_library_v
     assert plain.headers["webhook-signature"].startswith("v1,")
     assert plain.headers["webhook-id"] == plain.headers["X-CRM-Delivery-Id"]
     assert (
-        Webhook(b"plain-secret-1").verify(plain.content, dict(plain.headers))["event_type"] == "contact.updated"
+        Webhook(b"plain-secret-1").verify(plain.content, dict(plain.headers))["event_type"]
+        == "contact.updated"
     )
     Webhook("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").verify(whsec.content, dict(whsec.headers))
     with pytest.raises(WebhookVerificationError):  # another body under the same headers
