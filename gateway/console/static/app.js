@@ -100,7 +100,9 @@ function openLive() {
   if (state.live || typeof EventSource === "undefined") return;
   const types = [
     "inbox.item_opened", "inbox.item_accepted", "inbox.item_linked", "inbox.item_rejected",
-    "deal.moved", "deal.created", "task.created", "task.completed", "interaction.recorded",
+    "deal.created", "deal.stage_changed", "deal.won", "deal.lost", "deal.updated",
+    "task.created", "task.completed", "task.updated", "task.reassigned",
+    "interaction.recorded", "contact.updated",
   ].join(",");
   state.live = new EventSource(`/api/v1/events/stream?types=${encodeURIComponent(types)}`);
   const handler = (ev) => {
@@ -946,7 +948,7 @@ async function dashboardScreen(main) {
   const panel = (title, content, extra) => h("section", { class: "card chart-card" }, h("h2", {}, title), content.error ? h("p", { class: "muted" }, t("none")) : extra(content));
   grid.append(
     panel(t("funnel"), funnel, (r) => [
-      bars({ label: t("funnel"), series: [{ name: t("received"), cls: "s1" }, { name: t("move"), cls: "s2" }], rows: (r.stages || []).map((s) => ({ label: s.name, values: [s.entered, s.moved_on] })), format: (v) => fmtNumber(v) }),
+      bars({ label: t("funnel"), series: [{ name: t("entered"), cls: "s1" }, { name: t("movedOn"), cls: "s2" }], rows: (r.stages || []).map((s) => ({ label: s.name, values: [s.entered, s.moved_on] })), format: (v) => fmtNumber(v) }),
       h("p", {}, `${t("won")}: ${fmtNumber(r.won)} · ${t("lost")}: ${fmtNumber(r.lost)} · ${t("winRate")}: ${fmtPercent(r.win_rate)}`),
     ]),
     panel(t("sources"), sources, (r) => [
