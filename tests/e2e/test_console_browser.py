@@ -59,7 +59,7 @@ class Page:
 
     def __init__(self, browser: Any, base_url: str, artifacts: Path, locale: str = "en-US") -> None:
         self.context = browser.new_context(
-            base_url=base_url, locale=locale, viewport={"width": 1360, "height": 900}
+            base_url=base_url, locale=locale, viewport={"width": 1200, "height": 760}
         )
         self.page = self.context.new_page()
         self.page.set_default_timeout(20_000)

@@ -264,8 +264,15 @@ async function inboxScreen(main) {
   const channels = await get("/api/v1/channels", { limit: 500 }).catch(() => ({ items: [] }));
   const channelName = new Map(channels.items.map((c) => [c.id, c.name]));
 
+  // Items already shown are kept as they are (a half-typed link search survives a live reload).
+  const shown = new Map();
   async function load() {
     const page = await get("/api/v1/inbox", { status: "pending", limit: 200 });
+    const signature = page.items.map((x) => x.id).join(",");
+    if (signature === shown.signature) return;
+    shown.signature = signature;
+    const ids = new Set(page.items.map((x) => x.id));
+    for (const id of [...shown.keys()]) if (!ids.has(id)) shown.delete(id);
     const groups = new Map();
     const items = [...page.items].sort((a, b) => String(b.received_at).localeCompare(String(a.received_at)));
     for (const item of items) {
@@ -278,7 +285,10 @@ async function inboxScreen(main) {
         "section",
         { class: "channel-group", "aria-label": channelName.get(cid) || cid },
         h("h2", {}, channelName.get(cid) || cid || t("allChannels"), " ", h("span", { class: "badge" }, group.length)),
-        group.map((item) => inboxItem(item, load)),
+        group.map((item) => {
+          if (!shown.has(item.id)) shown.set(item.id, inboxItem(item, load));
+          return shown.get(item.id);
+        }),
       ),
     );
     list.replaceChildren(...(sections.length ? sections : [h("p", { class: "muted" }, t("nothing"))]));
@@ -334,7 +344,7 @@ function inboxItem(item, reload) {
       el.remove();
       if (out && out.contact_id && verb !== "reject") {
         const box = document.getElementById("toast");
-        box.replaceChildren(t("done"), " ", contactLink(out.contact_id, s.name || t("contacts")));
+        box.replaceChildren(t("done"), " ", contactLink(out.contact_id, s.name || t("openCard")));
       } else toast(t("done"));
       reload();
     } catch (err) {
@@ -737,7 +747,7 @@ function taskRow(task, reload) {
     h("span", { class: "task-title" }, task.title),
     " ",
     h("span", { class: "muted" }, t(task.kind === "email" ? "emailKind" : task.kind), " · ", fmtDate(task.due_at)),
-    task.contact_id && !location.pathname.includes(task.contact_id) ? [" · ", contactLink(task.contact_id, t("contacts"))] : null,
+    task.contact_id && !location.pathname.includes(task.contact_id) ? [" · ", contactLink(task.contact_id, t("openCard"))] : null,
     h("div", { class: "actions" },
       h("button", { type: "button", class: "primary", onclick: async () => { await post(`/api/v1/tasks/${task.id}/complete`, {}).catch((e) => toast(errorText(e))); reload(); } }, t("complete")),
       h("label", { class: "sr-only", for: `due-${task.id}` }, t("reschedule")),
@@ -821,7 +831,7 @@ function dealCard(deal, pipeline, move) {
     { class: "deal card", draggable: "true", dataset: { dealId: deal.id } },
     h("strong", {}, deal.title),
     h("p", {}, fmtMoney(deal.amount, deal.currency || state.currency), " · ", userName(deal.owner_id)),
-    h("p", {}, contactLink(deal.contact_id, t("contacts"))),
+    h("p", {}, contactLink(deal.contact_id, t("openCard"))),
     field(t("moveTo"), select, { name: "stage" }),
   );
   li.addEventListener("dragstart", (ev) => { ev.dataTransfer.setData("text/plain", deal.id); ev.dataTransfer.effectAllowed = "move"; });

@@ -3,8 +3,8 @@ import { h, svg } from "./dom.js";
 
 export function bars({ label, series, rows, format = String }) {
   const rowH = 18 * Math.max(1, series.length) + 14;
-  const labelW = 150;
-  const width = 560;
+  const labelW = 130;
+  const width = 520;
   const barMax = width - labelW - 90;
   const max = Math.max(1, ...rows.flatMap((r) => r.values.map((v) => Number(v) || 0)));
   const height = Math.max(1, rows.length) * rowH + 24;
@@ -13,7 +13,6 @@ export function bars({ label, series, rows, format = String }) {
     class: "chart",
     role: "img",
     "aria-label": label,
-    width: "100%",
   });
   chart.append(svg("title", {}, label));
   if (!rows.length) {
