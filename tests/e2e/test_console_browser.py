@@ -156,6 +156,32 @@ def test_a_day_in_the_console(admin: Api, chromium: Any, artifacts: Path) -> Non
         contact = eventually(
             lambda: admin.get("/api/v1/contacts", params={"q": lead.split()[-1]}).json()["items"]
         )[0]
+        for item in (
+            {
+                "kind": "call",
+                "direction": "in",
+                "summary": "Входящий звонок",
+                "data": {
+                    "status": "answered",
+                    "duration_s": 42,
+                    "recording_url": "https://rec.example/1.mp3",
+                },
+            },
+            {
+                "kind": "email",
+                "direction": "in",
+                "summary": "Нужна цена",
+                "data": {"subject": "Цена", "thread_id": "t1"},
+            },
+            {
+                "kind": "email",
+                "direction": "out",
+                "summary": "Отправили",
+                "data": {"subject": "Re: Цена", "thread_id": "t1"},
+            },
+        ):
+            r = admin.post(f"/api/v1/contacts/{contact['id']}/interactions", json=item)
+            assert r.status_code == 201, r.text
         nav.get_by_role("link", name="Contacts", exact=True).click()
         search = page.get_by_label("Search").first
         search.fill(lead)
@@ -165,6 +191,9 @@ def test_a_day_in_the_console(admin: Api, chromium: Any, artifacts: Path) -> Non
         timeline = page.locator("ol.timeline")
         timeline.locator("li.form").first.wait_for()
         assert "campaign=зима" in timeline.inner_text()
+        audio = timeline.locator("li.call audio")
+        assert audio.get_attribute("src") == "https://rec.example/1.mp3"
+        assert timeline.locator("li.thread .badge").inner_text() == "2"
 
         page.get_by_label("Note").fill("Клиент просит КП до пятницы")
         page.get_by_role("button", name="Add a note").click()

@@ -4,7 +4,7 @@ import { bars } from "./charts.js";
 import { field, h, showErrors } from "./dom.js";
 import { LANGS, fmtDate, fmtMoney, fmtNumber, fmtPercent, lang, setLang, t } from "./i18n.js";
 
-const state = { me: null, users: new Map(), currency: "RUB", live: null, onLive: null };
+const state = { me: null, users: new Map(), currency: "RUB", live: null, onLive: null, gen: 0 };
 const root = document.getElementById("app");
 
 // ---- routing -------------------------------------------------------------------------------
@@ -45,6 +45,7 @@ async function render() {
   const route = ROUTES.find(([re]) => re.test(path)) || ROUTES[1];
   const [re, screen, opts] = route;
   state.onLive = null;
+  state.gen += 1;
   document.documentElement.lang = lang;
   if (!opts?.public && !state.me) {
     try {
@@ -118,11 +119,13 @@ function closeLive() {
   state.live = null;
 }
 
+// Debounced, and only while the screen that asked is still the one shown.
 function debounce(fn, ms = 250) {
+  const gen = state.gen;
   let timer = null;
   return (...args) => {
     clearTimeout(timer);
-    timer = setTimeout(() => fn(...args), ms);
+    timer = setTimeout(() => gen === state.gen && fn(...args), ms);
   };
 }
 
@@ -491,8 +494,9 @@ async function cardScreen(main, contactId) {
       ),
     ),
   );
+  const later = debounce(reload, 400);
   state.onLive = (type, env) => {
-    if (env?.payload?.contact_id === contactId) debounce(reload, 400)();
+    if (env?.payload?.contact_id === contactId) later();
   };
 }
 
@@ -817,7 +821,8 @@ async function pipelineScreen(main) {
   }
 
   await load();
-  state.onLive = (type) => { if (type.startsWith("deal.")) debounce(load, 400)(); };
+  const later = debounce(load, 400);
+  state.onLive = (type) => { if (type.startsWith("deal.")) later(); };
 }
 
 function dealCard(deal, pipeline, move) {
@@ -882,7 +887,8 @@ async function tasksScreen(main) {
         list.length ? h("ul", { class: "plain" }, list.sort((a, b) => a.due_at.localeCompare(b.due_at)).map((task) => taskRow(task, reload))) : h("p", { class: "muted" }, t("nothing"))))),
   );
   if (state.me.role === "admin") await workloadSection(main, reload);
-  state.onLive = (type) => { if (type.startsWith("task.")) debounce(reload, 400)(); };
+  const later = debounce(reload, 400);
+  state.onLive = (type) => { if (type.startsWith("task.")) later(); };
 }
 
 async function workloadSection(main, reload) {
