@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.audit import AuditMiddleware
+from gateway.console import mount_console
 from gateway.deps import Gateway
 from gateway.identity import GatewayService
 from gateway.metrics import MetricsMiddleware
@@ -168,6 +169,7 @@ def create_app(
 
     for router in ROUTERS:
         app.include_router(router)
+    mount_console(app)
 
     connectors = hub.services.get("connectors")
     if connectors is not None:

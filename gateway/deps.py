@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 
 from gateway.identity import GatewayService, Principal
+from gateway.sessions import COOKIE, CSRF_HEADER, Sessions
 from services.common.access import require_writer
 from shared.bus import RpcClient
 from shared.errors import AppError, ValidationFailed
@@ -22,6 +24,11 @@ class Gateway:
     identity: GatewayService
     rpc: RpcClient
     root_token: str
+
+    @cached_property
+    def sessions(self) -> Sessions:
+        """Console sign-in: passwords and cookie sessions on the gateway's database."""
+        return Sessions(self.identity)
 
     async def call(self, service: str, method: str, p: Principal | None, **args: Any) -> Any:
         return await self.rpc.call(service, method, p.ctx() if p else {}, **args)
@@ -69,8 +76,14 @@ GW = Annotated[Gateway, Depends(get_gateway)]
 
 
 async def get_principal(request: Request, gw: GW) -> Principal:
-    """The caller, from ``Authorization: Bearer <api key>``; kept on the request for the audit log."""
-    principal = await gw.identity.authenticate(request.headers.get("authorization"))
+    """The caller, from ``Authorization: Bearer <api key>``, else from the console's session
+    cookie (writes then need its ``X-CSRF-Token``); kept on the request for the audit log."""
+    authorization = request.headers.get("authorization")
+    token = request.cookies.get(COOKIE)
+    if authorization is None and token:
+        principal = await gw.sessions.authenticate(token, request.method, request.headers.get(CSRF_HEADER))
+    else:
+        principal = await gw.identity.authenticate(authorization)
     request.state.principal = principal
     return principal
 

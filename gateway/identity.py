@@ -137,6 +137,11 @@ class GatewayService(Service):
         "idempotency": [
             IndexModel([("expires_at", 1)], expireAfterSeconds=0),
         ],
+        # console sign-in (gateway/sessions.py)
+        "sessions": [
+            IndexModel([("expires_at", 1)], expireAfterSeconds=0),
+            IndexModel([("user_id", 1)]),
+        ],
     }
 
     def setup(self) -> None:
@@ -346,6 +351,15 @@ class GatewayService(Service):
             changes["name"] = str(changes["name"]).strip()
             if not changes["name"]:
                 raise ValidationFailed({"name": "must not be empty"})
+        if "email" in changes:
+            norm = normalize_email(changes["email"]) if changes["email"] else None
+            if changes["email"] and not norm:
+                raise ValidationFailed({"email": "is not a valid email address"})
+            if norm and await self.db.users.find_one(
+                {"tenant_id": p.tenant_id, "email": norm, "_id": {"$ne": user_id}}
+            ):
+                raise ValidationFailed({"email": "a user with this email exists"})
+            changes["email"] = norm
         merged = {**doc, **changes}
 
         async def unit(uow: UnitOfWork) -> None:

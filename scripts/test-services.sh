@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the servers the tests talk to are there: RabbitMQ (started if down) and Dovecot
 # (installed from Debian if missing; the tests start their own instance). SecantusDB is started
-# by the tests themselves.
+# by the tests themselves. Chromium (Debian's) is installed the same way for the console's browser
+# tests, which Playwright drives at /usr/bin/chromium (CRM_CHROMIUM); browser downloads are not used.
 set -euo pipefail
 
 if [ -z "${CRM_RABBIT_URL:-}" ]; then
@@ -27,6 +28,21 @@ if ! command -v dovecot >/dev/null 2>&1 && [ ! -x /usr/sbin/dovecot ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd >/dev/null
   if [ ! -x /usr/sbin/dovecot ] && ! command -v dovecot >/dev/null 2>&1; then
     echo "dovecot-imapd installed but no dovecot binary found" >&2
+    exit 1
+  fi
+fi
+
+if [ ! -x "${CRM_CHROMIUM:-/usr/bin/chromium}" ]; then
+  echo "Chromium missing: installing chromium" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "need root (or sudo) to install chromium" >&2; exit 1; }
+    SUDO="sudo -n"
+  fi
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  if [ ! -x "${CRM_CHROMIUM:-/usr/bin/chromium}" ]; then
+    echo "chromium installed but ${CRM_CHROMIUM:-/usr/bin/chromium} not found" >&2
     exit 1
   fi
 fi

@@ -1,9 +1,22 @@
 """Every route module of the gateway; app.py includes them in this order."""
 
-from gateway.routes import analytics, audit, channels, contacts, core, deals, events, inbox, tasks, webhooks
+from gateway.routes import (
+    analytics,
+    audit,
+    channels,
+    contacts,
+    core,
+    deals,
+    events,
+    inbox,
+    sessions,
+    tasks,
+    webhooks,
+)
 
 ROUTERS = [
     core.router,
+    sessions.router,
     channels.router,
     contacts.router,
     inbox.router,

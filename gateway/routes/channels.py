@@ -100,3 +100,30 @@ async def patch_channel(channel_id: str, body: ChannelPatch, p: Auth, gw: GW) ->
     changes = body.model_dump(exclude_unset=True)
     await gw.check_refs(p, {"owner_id": changes.get("owner_id")})
     return await gw.call("connectors", "update_channel", p, channel_id=channel_id, changes=changes)
+
+
+class RejectedHook(BaseModel):
+    id: str
+    at: str | None = None
+    status: int | None = Field(default=None, description="The status the hook was answered with.")
+    reason: str | None = None
+    method: str | None = None
+    subpath: str = ""
+    body_excerpt: str = Field(default="", description="The first 2000 bytes of the body, as text.")
+
+
+class RejectedHookPage(BaseModel):
+    items: list[RejectedHook]
+    next_cursor: str | None = None
+
+
+@router.get("/channels/{channel_id}/rejected-hooks", response_model=RejectedHookPage)
+async def list_rejected_hooks(
+    channel_id: str, p: Auth, gw: GW, limit: Limit = 50, cursor: Cursor = None
+) -> Any:
+    """The channel's recent rejected hooks (admin; kept 30 days), newest first, to debug a
+    provider's setup. Headers and query strings are not shown: they may carry the channel's token."""
+    p.require("admin")
+    return await gw.call(
+        "connectors", "list_rejected_hooks", p, channel_id=channel_id, limit=limit, cursor=cursor
+    )

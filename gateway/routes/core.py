@@ -40,6 +40,12 @@ class UserIn(BaseModel):
     name: str = Field(min_length=1, max_length=200, pattern=r"\S")
     email: str | None = Field(default=None, max_length=320)
     role: RoleName
+    password: str | None = Field(
+        default=None,
+        min_length=10,
+        max_length=1024,
+        description="Optional console password (at least 10 characters); stored as an argon2 hash.",
+    )
 
 
 class UserPatch(BaseModel):
@@ -48,6 +54,7 @@ class UserPatch(BaseModel):
     )
     name: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"\S")
     role: RoleName | None = None
+    email: str | None = Field(default=None, max_length=320, description="The sign-in email of the console.")
     active: bool | None = Field(default=None, description="false: the user's keys stop working at once.")
 
 
@@ -198,6 +205,8 @@ async def create_user(body: UserIn, p: Auth, gw: GW) -> dict[str, Any]:
     """Add a user (admin). The answer carries the user's first API key, shown once."""
     p.require("admin")
     out = await gw.identity.create_user(p, body.name, body.email, body.role)
+    if body.password is not None:
+        await gw.sessions.set_password(p.tenant_id, out["user_id"], body.password)
     user = await gw.identity.get_user(p, out["user_id"])
     return {**user, "api_key": out["api_key"]}
 
@@ -231,7 +240,7 @@ async def get_user(user_id: str, p: Auth, gw: GW) -> dict[str, Any]:
 
 @router.patch("/users/{user_id}", response_model=UserOut, tags=["users"])
 async def patch_user(user_id: str, body: UserPatch, p: Auth, gw: GW) -> dict[str, Any]:
-    """Change a user's name, role or active flag (admin)."""
+    """Change a user's name, role, sign-in email or active flag (admin)."""
     p.require("admin")
     return await gw.identity.update_user(p, user_id, body.model_dump(exclude_none=True))
 

@@ -104,7 +104,13 @@ class ConnectorsService(Service):
         self.on("contact.erased", self.on_contact_erased)
         self.mail = MailIngest(self)
         self.mail.setup()
-        for name in ("create_channel", "list_channels", "get_channel", "update_channel"):
+        for name in (
+            "create_channel",
+            "list_channels",
+            "get_channel",
+            "update_channel",
+            "list_rejected_hooks",
+        ):
             self.rpc.method(name)(getattr(self, name))
 
     async def on_start(self) -> None:
@@ -221,6 +227,34 @@ class ConnectorsService(Service):
                 "channel",
             )
             return self.view(doc)
+
+    async def list_rejected_hooks(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+        """A channel's recent rejected hooks (admin), newest first: when, the answer given, and
+        the start of the body. Headers and query strings are not shown (they may carry tokens)."""
+        require_admin(ctx)
+        tenant = tenant_of(ctx)
+        must(await self.db.channels.find_one({"tenant_id": tenant, "_id": args["channel_id"]}), "channel")
+        limit = clamp_limit(args.get("limit"))
+        flt: dict[str, Any] = {"tenant_id": tenant, "channel_id": args["channel_id"]}
+        after = decode_cursor(args.get("cursor"))
+        if after:
+            flt["_id"] = {"$lt": after[0]}
+        docs = (
+            await self.db.rejected_hooks.find(flt).sort("_id", DESCENDING).limit(limit + 1).to_list(limit + 1)
+        )
+        items = [
+            {
+                "id": d["_id"],
+                "at": iso(d.get("at")),
+                "status": d.get("status"),
+                "reason": d.get("reason"),
+                "method": d.get("method"),
+                "subpath": d.get("subpath") or "",
+                "body_excerpt": bytes(d.get("body") or b"")[:2000].decode("utf-8", "replace"),
+            }
+            for d in docs
+        ]
+        return page(items, limit, lambda it: [it["id"]])
 
     async def update_channel(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
         require_admin(ctx)

@@ -151,6 +151,9 @@ class Api:
     def patch(self, path: str, **kw: Any) -> httpx.Response:
         return self.client.patch(path, headers=self.headers(kw.pop("headers", None)), **kw)
 
+    def put(self, path: str, **kw: Any) -> httpx.Response:
+        return self.client.put(path, headers=self.headers(kw.pop("headers", None)), **kw)
+
     def delete(self, path: str, **kw: Any) -> httpx.Response:
         return self.client.delete(path, headers=self.headers(kw.pop("headers", None)), **kw)
 
