@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -25,7 +26,7 @@ from gateway.metrics import MetricsMiddleware
 from gateway.middleware import BodyLimit, ContentType, Idempotency, RateLimit
 from gateway.openapi import complete_openapi
 from gateway.routes import ROUTERS
-from shared.bus import RpcClient
+from shared.bus import READY_METHOD, RpcClient
 from shared.clock import Clock
 from shared.errors import AppError, problem_from_pydantic
 from shared.hub import SERVICES, Hub
@@ -61,8 +62,11 @@ def create_app(
     services: list[str] | None = None,
     mongo_url: str | None = None,
     clock: Clock | None = None,
+    ingress: bool = False,
 ) -> FastAPI:
-    """The gateway app; with ``services`` (default: all) it hosts those services in-process."""
+    """The gateway app; with ``services`` (default: all) it hosts those services in-process.
+    With ``ingress`` (and connectors not hosted) it serves ``/hooks`` itself, as the gateway
+    process of ``crm run all`` does, while the services run in the workers process."""
     settings = settings or Settings()
     names = list(SERVICES) if services is None else services
     url = mongo_url or settings.mongo_url
@@ -73,12 +77,20 @@ def create_app(
     hub.add(identity)
     rpc = RpcClient(settings.rabbit_url, hub.runtime.topology, settings.rpc_timeout_s)
     gw = Gateway(settings, hub, identity, rpc, resolve_root_token(settings))
+    hooks: Any = hub.services.get("connectors") or (hub.ingress() if ingress else None)
+    if hooks is not None and "connectors" not in hub.services:
+        gw.ingress = hooks
+    remote = [n for n in SERVICES if n not in hub.services]
 
     async def startup() -> None:
         await hub.start()
         await rpc.start(settings.broker_timeout_s)
+        if hooks is not None and "connectors" not in hub.services:
+            await hooks.start_ingress()
 
     async def shutdown() -> None:
+        if hooks is not None and "connectors" not in hub.services:
+            await hooks.stop_ingress()
         await rpc.stop()
         await hub.stop()
 
@@ -164,16 +176,25 @@ def create_app(
         state = await hub.readiness()
         if not rpc.connected:
             state["missing"].append("rpc")
-            state["ready"] = False
+        else:  # services of other processes: each says whether it started (asked at once)
+
+            async def started(name: str) -> bool:
+                try:
+                    return bool(await rpc.call(name, READY_METHOD, {}, timeout=2.0))
+                except AppError:
+                    return False
+
+            answers = await asyncio.gather(*(started(n) for n in remote))
+            state["missing"] += [f"service:{n}" for n, ok in zip(remote, answers, strict=True) if not ok]
+        state["ready"] = not state["missing"]
         return JSONResponse(state, status_code=200 if state["ready"] else 503)
 
     for router in ROUTERS:
         app.include_router(router)
     mount_console(app)
 
-    connectors = hub.services.get("connectors")
-    if connectors is not None:
-        app.mount("/hooks", connectors.ingress_app())  # type: ignore[attr-defined]
+    if hooks is not None:
+        app.mount("/hooks", hooks.ingress_app())
     else:
         _proxy_hooks(app, settings)
     _document_hooks(app)

@@ -24,6 +24,15 @@ class Gateway:
     identity: GatewayService
     rpc: RpcClient
     root_token: str
+    ingress: Any = None
+    """The hook ingress when it runs in this process while connectors run in another (``crm run
+    all``): its channel-health counts are kept in memory and written in the background."""
+
+    async def settle_hook_health(self) -> None:
+        """Write this process's unwritten channel-health counts before health is read from the
+        connectors service, so a hook answered here is counted in what the caller reads next."""
+        if self.ingress is not None:
+            await self.ingress.flush_health()
 
     @cached_property
     def sessions(self) -> Sessions:

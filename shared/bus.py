@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 QueueType = Literal["quorum", "classic"]
 EventHandler = Callable[[Envelope], Awaitable[None]]
 RpcMethod = Callable[[dict[str, Any], dict[str, Any]], Awaitable[Any]]
+READY_METHOD = "__ready__"
+"""Every RPC endpoint answers it with whether its service has started (``/ready`` of a gateway
+whose services run in other processes)."""
 ATTEMPT_HEADER = "x-crm-attempt"
 """Classic queues have no delivery limit: the consumer counts failed attempts in this header."""
 
@@ -517,6 +520,8 @@ class RpcServer:
         self.service = service
         self.methods: dict[str, RpcMethod] = {}
         self.concurrency = concurrency
+        self.ready: Callable[[], bool] = lambda: True
+        """Whether the service has started (the answer to ``READY_METHOD``)."""
         self._channel: AbstractChannel | None = None
         self._inflight: set[asyncio.Task[None]] = set()
 
@@ -529,6 +534,8 @@ class RpcServer:
 
     async def dispatch(self, body: dict[str, Any]) -> dict[str, Any]:
         name = body.get("method", "")
+        if name == READY_METHOD:
+            return {"ok": True, "result": bool(self.ready())}
         fn = self.methods.get(name)
         if fn is None:
             return {"ok": False, "error": AppError(f"unknown method {name}", status=500).to_wire()}
@@ -673,6 +680,7 @@ async def drop_namespace(
         for name in queues:
             ch = await conn.channel()
             try:
+                await asyncio.wait_for(ch.declare_queue(name, passive=True), timeout_s)
                 await asyncio.wait_for(ch.queue_delete(name), timeout_s)
                 dropped.append(name)
             except (aio_pika.exceptions.ChannelClosed, aio_pika.exceptions.ChannelNotFoundEntity):

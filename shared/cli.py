@@ -14,12 +14,15 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from shared.bus import BrokerUnreachable, drop_namespace
+from shared.crypto import load_or_create_key
 from shared.hub import CONSUMING, SERVICES, Hub, topology_of
 from shared.localmongo import LocalMongo
 from shared.logs import setup_logging
@@ -134,13 +137,23 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         _watchdog.cleanup.append(local.stop)
         log.info("local MongoDB-protocol server started", extra={"port": local.port})
     try:
+        if args.what == "all" and not args.one_process:
+            return supervise(settings, mongo_url, args.port or settings.port)
         if args.what in ("all", "gateway"):
             from gateway.app import create_app
 
-            app = create_app(settings, services=None if args.what == "all" else [], mongo_url=mongo_url)
+            app = create_app(
+                settings,
+                services=None if args.what == "all" else [],
+                mongo_url=mongo_url,
+                ingress=args.ingress,
+            )
             asyncio.run(
                 _serve(app.state.startup, app.state.shutdown, app, settings, args.port or settings.port)
             )
+        elif args.what == "workers":
+            hub = Hub(settings, list(SERVICES), mongo_url=mongo_url)
+            asyncio.run(_serve(hub.start, hub.stop, None, settings, 0))
         elif args.what == "connectors":
             from fastapi import FastAPI
 
@@ -162,6 +175,53 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         if local:
             local.stop()
     return 0
+
+
+def _die_with_parent() -> None:
+    """In a child of the supervisor: the kernel kills it when the supervisor dies (kill -9 of
+    ``make run`` leaves no orphan holding the port or consuming)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the children notice the lost parent on their next stop signal
+
+
+def supervise(settings: Settings, mongo_url: str, port: int) -> int:
+    """``crm run all``: the gateway with the hook ingress in one process, the five services in
+    another (the ingress never shares an event loop with the consumers), under this one. The
+    first stop signal goes to both; a child that ends ends the other; a stop takes at most
+    ``STOP_GRACE_S`` + 1 s. Returns the exit code of the child that ended first (2: the broker)."""
+    load_or_create_key(settings.secret_key, settings.data_dir)  # one key, before two processes read it
+    env = {**os.environ, "CRM_MONGO_URL": mongo_url, "CRM_PORT": str(port)}
+    base = [sys.executable, "-m", "shared.cli", "run"]
+    children = [
+        subprocess.Popen([*base, "gateway", "--ingress"], env=env, preexec_fn=_die_with_parent),  # noqa: S603
+        subprocess.Popen([*base, "workers"], env=env, preexec_fn=_die_with_parent),  # noqa: S603
+    ]
+    stopping: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: stopping.append(signum))
+    code = 0
+    while not stopping:
+        ended = [c for c in children if c.poll() is not None]
+        if ended:
+            code = ended[0].returncode or 0
+            break
+        time.sleep(0.1)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S + 1
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    return 0 if stopping else code
 
 
 def _broker(args: argparse.Namespace, settings: Settings) -> int:
@@ -302,8 +362,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crm", description="Run the CRM hub or one of its services.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run the hub (all) or one process of it")
-    run.add_argument("what", choices=["all", "gateway", *SERVICES])
+    run.add_argument("what", choices=["all", "gateway", "workers", *SERVICES])
     run.add_argument("--port", type=int, default=None)
+    run.add_argument(
+        "--ingress", action="store_true", help="gateway: serve /hooks here (connectors run elsewhere)"
+    )
+    run.add_argument(
+        "--one-process", action="store_true", help="all: gateway and services in this one process"
+    )
     broker = sub.add_parser("broker", help="broker administration")
     broker_sub = broker.add_subparsers(dest="action", required=True)
     drop = broker_sub.add_parser("drop", help="delete an installation's queues and exchanges")

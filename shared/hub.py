@@ -75,6 +75,11 @@ class Hub:
         self.consumers: dict[str, ServiceConsumer] = {}
         self.broker_started = False
 
+    def ingress(self) -> Any:
+        """The connectors service built only to serve ``/hooks`` in this process (its consumers,
+        RPC and pollers run in another): started and stopped with ``start_ingress``."""
+        return load_service("connectors")(self.runtime)
+
     def add(self, svc: Service) -> None:
         """Host one more service (before ``start``)."""
         self.services[svc.name] = svc

@@ -50,6 +50,7 @@ class Service:
         """Queues of the layout before one queue per service (``<ns>.<consumer>.<routing key>``):
         ``(queue, routing key)``: what waits in them is moved to this service's queue on start."""
         self.rpc = RpcServer(self.name)
+        self.rpc.ready = lambda: self.started
         self.store = Store(
             rt.mongo,
             rt.settings.db_name(self.name),

@@ -86,11 +86,13 @@ async def create_channel(body: ChannelIn, p: Auth, gw: GW) -> Any:
 
 @router.get("/channels")
 async def list_channels(p: Auth, gw: GW, limit: Limit = 50, cursor: Cursor = None) -> Any:
+    await gw.settle_hook_health()
     return await gw.call("connectors", "list_channels", p, limit=limit, cursor=cursor)
 
 
 @router.get("/channels/{channel_id}", response_model=ChannelOut)
 async def get_channel(channel_id: str, p: Auth, gw: GW) -> Any:
+    await gw.settle_hook_health()
     return await gw.call("connectors", "get_channel", p, channel_id=channel_id)
 
 

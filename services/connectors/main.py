@@ -121,6 +121,22 @@ class ConnectorsService(Service):
         self._tasks.append(asyncio.create_task(self._health_loop(), name="connectors-health"))
         await self.mail.start()
 
+    async def start_ingress(self) -> None:
+        """Serve hooks only (the gateway process of ``crm run all``): the channel-health flusher,
+        no consumers, no RPC, no pollers (those run in the workers process)."""
+        self._tasks.append(asyncio.create_task(self._health_loop(), name="connectors-ingress-health"))
+
+    async def stop_ingress(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        await self.flush_health()
+
     async def on_stop(self) -> None:
         await self.mail.stop()
         for task in self._tasks:
