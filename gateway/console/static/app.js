@@ -69,6 +69,7 @@ async function loadSession() {
   const s = await get("/api/v1/sessions/current");
   setCsrf(s.csrf_token);
   state.me = s.user;
+  state.currency = s.tenant?.currency || "RUB";
   await loadUsers();
   openLive();
 }
@@ -234,6 +235,7 @@ async function loginScreen() {
           const s = await post("/api/v1/sessions", { email: email.value, password: password.value });
           setCsrf(s.csrf_token);
           state.me = s.user;
+          state.currency = s.tenant?.currency || "RUB";
           await loadUsers();
           openLive();
           go("/app/inbox");
