@@ -199,7 +199,7 @@ def test_a_day_in_the_console(admin: Api, chromium: Any, artifacts: Path) -> Non
         page.get_by_role("button", name="Add a note").click()
         page.locator("ol.timeline li.note", has_text="КП до пятницы").wait_for()
 
-        page.get_by_label("Title").fill("Отправить КП")
+        page.get_by_label("Title", exact=True).fill("Отправить КП")
         page.get_by_role("button", name="Create a task").click()
         page.locator("li.task-row", has_text="Отправить КП").wait_for()
         tab.shot("card")
@@ -318,6 +318,13 @@ def test_console_in_russian_keyboard_link_search_field_errors_and_a_lost_deal(
         error.wait_for()
         assert error.inner_text().strip()
         tab.shot("card-field-error")
+        page.get_by_label("Amount").fill("150000")
+        page.get_by_role("button", name="New deal").click()
+        page.locator("section.card li", has_text="150,000").wait_for()
+        assert [
+            d["amount"]
+            for d in admin.get("/api/v1/deals", params={"contact_id": known["id"]}).json()["items"]
+        ] == ["150000.00"]
 
         # a deal dragged to the lost stage asks for the reason
         deal = eventually(
