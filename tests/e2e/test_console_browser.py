@@ -81,8 +81,8 @@ class Page:
         if not request.url.startswith(self.base_url) and not request.url.startswith("data:"):
             self.foreign.append(request.url)
 
-    def shot(self, name: str) -> None:
-        self.page.screenshot(path=str(self.artifacts / f"{name}.png"), full_page=False)
+    def shot(self, name: str, *, full: bool = False) -> None:
+        self.page.screenshot(path=str(self.artifacts / f"{name}.png"), full_page=full)
 
     def close(self) -> None:
         self.context.close()
@@ -202,7 +202,7 @@ def test_a_day_in_the_console(admin: Api, chromium: Any, artifacts: Path) -> Non
         page.get_by_label("Title", exact=True).fill("Отправить КП")
         page.get_by_role("button", name="Create a task").click()
         page.locator("li.task-row", has_text="Отправить КП").wait_for()
-        tab.shot("card")
+        tab.shot("card", full=True)
 
         # the deal that accepting made, dragged to the next stage
         stages = setup["pipeline"]["stages"]
