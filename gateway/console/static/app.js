@@ -310,6 +310,7 @@ function inboxItem(item, reload) {
   const s = item.sender || {};
   const i = item.interaction || {};
   const linkInput = h("input", { type: "search", placeholder: t("searchHint") });
+  const choices = h("ul", { class: "plain choices", "aria-label": t("results") });
   const el = h(
     "article",
     { class: "inbox-item card", tabindex: "0", dataset: { id: item.id } },
@@ -335,13 +336,22 @@ function inboxItem(item, reload) {
             ev.preventDefault();
             const found = await searchContacts(linkInput.value);
             if (!found.length) return toast(t("noResults"));
-            await act("link", { contact_id: found[0].id });
+            if (found.length === 1) return act("link", { contact_id: found[0].id });
+            // several people match: the operator picks one
+            choices.replaceChildren(
+              ...found.slice(0, 10).map((c) =>
+                h("li", {}, h("button", { type: "button", onclick: () => act("link", { contact_id: c.id }) },
+                  `${t("linkBtn")}: ${c.name || ""} ${[...(c.phones || []), ...(c.emails || [])].join(", ")}`.trim()))),
+            );
+            choices.querySelector("button")?.focus();
+            return undefined;
           },
         },
         field(t("linkTo"), linkInput, { name: "contact" }),
         h("button", { type: "submit", dataset: { act: "link" } }, t("linkBtn")),
       ),
     ),
+    choices,
   );
   async function act(verb, body = {}) {
     try {
