@@ -32,6 +32,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PASSWORD = "пароль консоли 2026"
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea, button')]
+  .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+    && !(el.tagName === 'BUTTON' && el.textContent.trim()))
+  .map((el) => el.outerHTML.slice(0, 80))"""
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +86,10 @@ class Page:
             self.foreign.append(request.url)
 
     def shot(self, name: str, *, full: bool = False) -> None:
+        """Save a screenshot, and check on the way that every control of the screen has a label."""
         self.page.screenshot(path=str(self.artifacts / f"{name}.png"), full_page=full)
+        unlabelled = self.page.evaluate(UNLABELLED)
+        assert unlabelled == [], f"{name}: controls without a label: {unlabelled}"
 
     def close(self) -> None:
         self.context.close()
