@@ -42,6 +42,9 @@ class TenantSettings(BaseModel):
     sla_minutes: int = Field(default=15, ge=1, le=7 * 24 * 60)
     own_domains: list[str] = Field(default_factory=list)
     timezone: str = "Europe/Moscow"
+    currency: str = Field(
+        default="RUB", pattern=r"^[A-Z]{3}$", description="ISO 4217; the console shows money in it."
+    )
 
     @field_validator("default_region")
     @classmethod

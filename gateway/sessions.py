@@ -194,13 +194,19 @@ class Sessions:
             "expires_at": now + self.ttl,
         }
         await self.db.sessions.insert_one(doc)
-        return token, self.view(doc, user)
+        return token, await self.view(doc, user)
 
-    def view(self, session: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+    async def view(self, session: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+        settings = await self.identity.tenant_settings(session["tenant_id"])
         return {
             "csrf_token": session["csrf"],
             "expires_at": session["expires_at"],
             "user": self.identity.user_view(user),
+            "tenant": {
+                "tenant_id": session["tenant_id"],
+                "currency": settings.get("currency") or "RUB",
+                "timezone": settings.get("timezone") or "Europe/Moscow",
+            },
         }
 
     async def current(self, token: str) -> dict[str, Any]:
@@ -210,7 +216,7 @@ class Sessions:
         user = await self.db.users.find_one({"_id": session["user_id"], "tenant_id": session["tenant_id"]})
         if not user:
             raise Unauthorized("Not signed in.")
-        return self.view(session, user)
+        return await self.view(session, user)
 
     async def principal(self, token: str) -> tuple[Principal, str]:
         """The signed-in user and the session's CSRF token; 401 when the session is unknown,

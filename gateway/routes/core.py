@@ -109,6 +109,7 @@ class SettingsOut(BaseModel):
     sla_minutes: int
     own_domains: list[str]
     timezone: str
+    currency: str = "RUB"
 
 
 class SettingsPatch(BaseModel):
@@ -121,6 +122,7 @@ class SettingsPatch(BaseModel):
     sla_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
     own_domains: list[str] | None = Field(default=None, max_length=100)
     timezone: str | None = Field(default=None, max_length=64)
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$", description="ISO 4217 code.")
 
 
 class KeyIn(BaseModel):

@@ -27,10 +27,17 @@ class SessionIn(BaseModel):
     password: str = Field(min_length=1, max_length=1024)
 
 
+class SessionTenant(BaseModel):
+    tenant_id: str
+    currency: str = Field(description="The tenant's currency (ISO 4217), for showing money.")
+    timezone: str
+
+
 class SessionOut(BaseModel):
     csrf_token: str = Field(description="Send it as `X-CSRF-Token` on every cookie-authenticated write.")
     expires_at: datetime
     user: UserOut
+    tenant: SessionTenant
 
 
 class OwnPasswordIn(BaseModel):

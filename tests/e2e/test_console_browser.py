@@ -32,6 +32,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PASSWORD = "пароль консоли 2026"
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea, button')]
+  .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+    && !(el.tagName === 'BUTTON' && el.textContent.trim()))
+  .map((el) => el.outerHTML.slice(0, 80))"""
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +85,11 @@ class Page:
         if not request.url.startswith(self.base_url) and not request.url.startswith("data:"):
             self.foreign.append(request.url)
 
-    def shot(self, name: str) -> None:
-        self.page.screenshot(path=str(self.artifacts / f"{name}.png"), full_page=False)
+    def shot(self, name: str, *, full: bool = False) -> None:
+        """Save a screenshot, and check on the way that every control of the screen has a label."""
+        self.page.screenshot(path=str(self.artifacts / f"{name}.png"), full_page=full)
+        unlabelled = self.page.evaluate(UNLABELLED)
+        assert unlabelled == [], f"{name}: controls without a label: {unlabelled}"
 
     def close(self) -> None:
         self.context.close()
@@ -199,10 +206,10 @@ def test_a_day_in_the_console(admin: Api, chromium: Any, artifacts: Path) -> Non
         page.get_by_role("button", name="Add a note").click()
         page.locator("ol.timeline li.note", has_text="КП до пятницы").wait_for()
 
-        page.get_by_label("Title").fill("Отправить КП")
+        page.get_by_label("Title", exact=True).fill("Отправить КП")
         page.get_by_role("button", name="Create a task").click()
         page.locator("li.task-row", has_text="Отправить КП").wait_for()
-        tab.shot("card")
+        tab.shot("card", full=True)
 
         # the deal that accepting made, dragged to the next stage
         stages = setup["pipeline"]["stages"]
@@ -318,6 +325,13 @@ def test_console_in_russian_keyboard_link_search_field_errors_and_a_lost_deal(
         error.wait_for()
         assert error.inner_text().strip()
         tab.shot("card-field-error")
+        page.get_by_label("Amount").fill("150000")
+        page.get_by_role("button", name="New deal").click()
+        page.locator("section.card li", has_text="150,000").wait_for()
+        assert [
+            d["amount"]
+            for d in admin.get("/api/v1/deals", params={"contact_id": known["id"]}).json()["items"]
+        ] == ["150000.00"]
 
         # a deal dragged to the lost stage asks for the reason
         deal = eventually(

@@ -143,3 +143,15 @@ def test_the_event_stream_accepts_the_session_cookie(admin: Api) -> None:
             assert r.headers["content-type"].startswith("text/event-stream")
     with httpx.Client(base_url=admin.base_url) as anonymous:
         assert anonymous.get("/api/v1/events/stream").status_code == 401
+
+
+def test_the_session_answer_carries_the_tenants_currency(admin: Api) -> None:
+    email = _email()
+    admin.post("/api/v1/users", json={"name": "Ж", "email": email, "role": "viewer", "password": PASSWORD})
+    assert admin.get("/api/v1/settings").json()["currency"] == "RUB"
+    r = admin.patch("/api/v1/settings", json={"currency": "eur"})
+    assert r.status_code == 422 and "currency" in r.json()["errors"]
+    assert admin.patch("/api/v1/settings", json={"currency": "EUR"}).json()["currency"] == "EUR"
+    with _browser(admin) as b:
+        assert _sign_in(b, email, PASSWORD).json()["tenant"]["currency"] == "EUR"
+        assert b.get("/api/v1/sessions/current").json()["tenant"]["currency"] == "EUR"

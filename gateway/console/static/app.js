@@ -69,6 +69,7 @@ async function loadSession() {
   const s = await get("/api/v1/sessions/current");
   setCsrf(s.csrf_token);
   state.me = s.user;
+  state.currency = s.tenant?.currency || "RUB";
   await loadUsers();
   openLive();
 }
@@ -234,6 +235,7 @@ async function loginScreen() {
           const s = await post("/api/v1/sessions", { email: email.value, password: password.value });
           setCsrf(s.csrf_token);
           state.me = s.user;
+          state.currency = s.tenant?.currency || "RUB";
           await loadUsers();
           openLive();
           go("/app/inbox");
@@ -308,6 +310,7 @@ function inboxItem(item, reload) {
   const s = item.sender || {};
   const i = item.interaction || {};
   const linkInput = h("input", { type: "search", placeholder: t("searchHint") });
+  const choices = h("ul", { class: "plain choices", "aria-label": t("results") });
   const el = h(
     "article",
     { class: "inbox-item card", tabindex: "0", dataset: { id: item.id } },
@@ -333,13 +336,22 @@ function inboxItem(item, reload) {
             ev.preventDefault();
             const found = await searchContacts(linkInput.value);
             if (!found.length) return toast(t("noResults"));
-            await act("link", { contact_id: found[0].id });
+            if (found.length === 1) return act("link", { contact_id: found[0].id });
+            // several people match: the operator picks one
+            choices.replaceChildren(
+              ...found.slice(0, 10).map((c) =>
+                h("li", {}, h("button", { type: "button", onclick: () => act("link", { contact_id: c.id }) },
+                  `${t("linkBtn")}: ${c.name || ""} ${[...(c.phones || []), ...(c.emails || [])].join(", ")}`.trim()))),
+            );
+            choices.querySelector("button")?.focus();
+            return undefined;
           },
         },
         field(t("linkTo"), linkInput, { name: "contact" }),
         h("button", { type: "submit", dataset: { act: "link" } }, t("linkBtn")),
       ),
     ),
+    choices,
   );
   async function act(verb, body = {}) {
     try {
@@ -410,6 +422,7 @@ async function contactsScreen(main) {
       h("button", { type: "submit" }, t("search")),
     ),
   );
+  main.append(newContactForm(q));
   const items = q ? await searchContacts(q) : (await get("/api/v1/contacts", { limit: 50 })).items;
   main.append(
     items.length
@@ -435,6 +448,39 @@ async function contactsScreen(main) {
       : h("p", { class: "muted" }, t("noResults")),
   );
   box.focus();
+}
+
+function newContactForm(q) {
+  const params = searchParams(q);
+  const name = h("input", { type: "text", value: params.q || "" });
+  const phone = h("input", { type: "tel", value: params.phone || "" });
+  const email = h("input", { type: "email", value: params.email || "" });
+  const form = h(
+    "form",
+    {
+      class: "card inline new-contact",
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        try {
+          const c = await post("/api/v1/contacts", {
+            name: name.value.trim() || null,
+            phones: phone.value.trim() ? [phone.value.trim()] : [],
+            emails: email.value.trim() ? [email.value.trim()] : [],
+          });
+          go(`/app/contacts/${encodeURIComponent(c.id)}`);
+        } catch (err) {
+          showErrors(form, err.problem);
+        }
+      },
+    },
+    h("h2", { class: "sr-only" }, t("newContact")),
+    field(t("name"), name, { name: "name" }),
+    field(t("phones"), phone, { name: "phones" }),
+    field(t("emails"), email, { name: "emails" }),
+    h("button", { type: "submit" }, t("newContact")),
+    h("p", { class: "form-error", role: "alert" }),
+  );
+  return form;
 }
 
 // ---- customer card --------------------------------------------------------------------------
@@ -478,6 +524,7 @@ async function cardScreen(main, contactId) {
           deals.items.length
             ? h("ul", { class: "plain" }, deals.items.map((d) => h("li", {}, h("strong", {}, d.title), " · ", stages.get(d.stage_id) || d.status, " · ", fmtMoney(d.amount, d.currency || state.currency))))
             : h("p", { class: "muted" }, t("nothing")),
+          pipelines.items.length ? dealForm(contact, pipelines.items, reload) : null,
         ),
         h(
           "section",
@@ -578,6 +625,36 @@ function editForm(contact, customFields, reload) {
   );
   const toggle = h("button", { type: "button", onclick: () => { form.hidden = false; toggle.hidden = true; name.focus(); } }, t("edit"));
   return h("div", {}, toggle, form);
+}
+
+function dealForm(contact, pipelines, reload) {
+  const title = h("input", { type: "text", required: true, value: contact.name || "" });
+  const amount = h("input", { type: "number", min: 0, step: "0.01", value: "" });
+  const pipeline = h("select", {}, pipelines.map((p) => h("option", { value: p.id, selected: Boolean(p.default) }, p.name)));
+  const form = h(
+    "form",
+    {
+      class: "deal-form",
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        try {
+          await post("/api/v1/deals", {
+            title: title.value, contact_id: contact.id, pipeline_id: pipeline.value,
+            amount: amount.value || "0", currency: state.currency, owner_id: contact.owner_id || state.me.id,
+          });
+          reload();
+        } catch (err) {
+          showErrors(form, err.problem);
+        }
+      },
+    },
+    h("h3", {}, t("newDeal")),
+    field(t("dealTitle"), title, { name: "title" }),
+    h("div", { class: "row" }, field(t("amount"), amount, { name: "amount" }), field(t("pipeline"), pipeline, { name: "pipeline_id" })),
+    h("p", { class: "form-error", role: "alert" }),
+    h("button", { type: "submit" }, t("newDeal")),
+  );
+  return form;
 }
 
 function noteForm(contactId, reload) {

@@ -36,7 +36,7 @@ const STRINGS = {
     message: "Message", form: "Form", ad_lead: "Ad lead", task: "Task", unowned: "Unassigned",
     done: "Done", error: "Something went wrong", forbidden: "Not allowed", close: "Close",
     wonStage: "Won", lostStage: "Lost", reasonRequired: "Give a reason", admin: "admin",
-    openCard: "Open the card", entered: "Entered", movedOn: "Moved on", users: "Users", total: "Total", none: "—", skip: "Skip to content", reload: "Reload",
+    openCard: "Open the card", newDeal: "New deal", dealTitle: "Deal title", entered: "Entered", movedOn: "Moved on", users: "Users", total: "Total", none: "—", skip: "Skip to content", reload: "Reload",
   },
   ru: {
     app: "CRM-хаб", inbox: "Неразобранное", contacts: "Контакты", pipeline: "Воронка", tasks: "Задачи",
@@ -77,7 +77,7 @@ const STRINGS = {
     message: "Сообщение", form: "Заявка с формы", ad_lead: "Заявка из рекламы", task: "Задача",
     unowned: "Без исполнителя", done: "Готово", error: "Что-то пошло не так", forbidden: "Нет прав",
     close: "Закрыть", wonStage: "Успешно", lostStage: "Отказ", reasonRequired: "Укажите причину",
-    admin: "администратор", openCard: "Открыть карточку", entered: "Вошли в этап", movedOn: "Прошли дальше", users: "Пользователи", total: "Итого", none: "—",
+    admin: "администратор", openCard: "Открыть карточку", newDeal: "Новая сделка", dealTitle: "Название сделки", entered: "Вошли в этап", movedOn: "Прошли дальше", users: "Пользователи", total: "Итого", none: "—",
     skip: "К содержимому", reload: "Обновить",
   },
 };
