@@ -96,7 +96,32 @@ class BodyLimit:
                 await send_problem(send, self._error(limit))
 
 
-def rate_key(authorization: str | None, client: str) -> str:
+SESSION_COOKIE = b"crm_session"
+
+
+def session_cookie(scope: Scope) -> str | None:
+    """The console's session cookie of a request, if it sends one."""
+    raw = _header(scope, b"cookie")
+    if not raw:
+        return None
+    for part in raw.split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == SESSION_COOKIE.decode() and value:
+            return value
+    return None
+
+
+def caller_key(scope: Scope) -> str:
+    """Who is calling, for the per-caller namespaces (idempotent answers, rate buckets): the
+    ``Authorization`` header, else the session cookie (hashed), else nobody."""
+    auth = _header(scope, b"authorization")
+    if auth:
+        return auth
+    cookie = session_cookie(scope)
+    return "session:" + hashlib.sha256(cookie.encode()).hexdigest() if cookie else ""
+
+
+def rate_key(authorization: str | None, client: str, session: str | None = None) -> str:
     """The bucket of a request: the key id of a well-formed API key (``crm_<id>_<secret>``), however
     the header is spelled (``bEaReR``, extra spaces); another token by its hash; else the client."""
     if authorization:
@@ -107,6 +132,8 @@ def rate_key(authorization: str | None, client: str) -> str:
             if len(parts) == 3 and parts[0] == "crm" and parts[1]:
                 return "key:" + parts[1]
             return "tok:" + hashlib.sha256(token.encode()).hexdigest()
+    if session:
+        return "ses:" + hashlib.sha256(session.encode()).hexdigest()
     return f"ip:{client}"
 
 
@@ -174,7 +201,7 @@ class RateLimit:
             if wait > 0:
                 await send_problem(send, self._problem(wait, "Too many failed authentications."))
                 return
-        wait = self.take(rate_key(_header(scope, b"authorization"), client), now)
+        wait = self.take(rate_key(_header(scope, b"authorization"), client, session_cookie(scope)), now)
         if wait > 0:
             await send_problem(
                 send, self._problem(wait, f"More than {self.rate:g} requests a second for this API key.")
@@ -214,7 +241,7 @@ class Idempotency:
             await self.app(scope, receive, send)
             return
         streamed = scope["path"] in STREAMED_PATHS
-        auth = _header(scope, b"authorization") or ""
+        auth = caller_key(scope)  # a console session's answers are its own, not every cookie's
         hasher = hashlib.sha256(scope["path"].encode() + b"\0")
         body = b""
         digest: str | None = None

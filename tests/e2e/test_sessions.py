@@ -155,3 +155,27 @@ def test_the_session_answer_carries_the_tenants_currency(admin: Api) -> None:
     with _browser(admin) as b:
         assert _sign_in(b, email, PASSWORD).json()["tenant"]["currency"] == "EUR"
         assert b.get("/api/v1/sessions/current").json()["tenant"]["currency"] == "EUR"
+
+
+def test_two_console_sessions_never_share_idempotent_answers(admin: Api) -> None:
+    """The same Idempotency-Key and body from two signed-in users are two requests: the answers
+    are kept per session, as they are per API key."""
+    made = []
+    for name in ("Первый", "Второй"):
+        email = _email()
+        r = admin.post(
+            "/api/v1/users", json={"name": name, "email": email, "role": "manager", "password": PASSWORD}
+        )
+        assert r.status_code == 201, r.text
+        made.append(email)
+    key = uuid.uuid4().hex
+    body = {"name": "Общий клиент"}
+    owners = []
+    for email in made:
+        with _browser(admin) as b:
+            csrf = _sign_in(b, email, PASSWORD).json()["csrf_token"]
+            r = b.post("/api/v1/contacts", json=body, headers={"X-CSRF-Token": csrf, "Idempotency-Key": key})
+            assert r.status_code == 201, r.text
+            owners.append((r.json()["id"], r.json()["owner_id"]))
+    assert owners[0][0] != owners[1][0]  # the second user got a contact of its own
+    assert owners[0][1] != owners[1][1]
