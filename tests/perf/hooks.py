@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--hooks", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--paced", type=int, default=100, help="posts at 4/s before the load")
+    parser.add_argument("--one-process", action="store_true", help="crm run all --one-process")
     args = parser.parse_args()
     rabbit = rabbit_url()
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,6 +126,7 @@ def main() -> None:
             data_dir=Path(tmp) / "hub",
             namespace=f"bench{uuid.uuid4().hex[:6]}",
             env={"CRM_LOG_LEVEL": "WARNING"},
+            args=("--one-process",) if args.one_process else (),
         )
         try:
             hub.start()

@@ -31,7 +31,10 @@ class HubProcess:
         data_dir: Path,
         namespace: str | None = None,
         env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
+        self.args = args
+        """Extra arguments of ``crm run all`` (``--one-process``)."""
         self.port = free_port()
         self.namespace = namespace or f"t{uuid.uuid4().hex[:10]}"
         self.root_token = "root-" + uuid.uuid4().hex
@@ -83,7 +86,7 @@ class HubProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "run", "all"], cwd=ROOT, env=self.env, stdout=log, stderr=log
+            [sys.executable, "-m", "shared.cli", "run", "all", *self.args], cwd=ROOT, env=self.env, stdout=log, stderr=log
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
