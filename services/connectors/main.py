@@ -28,7 +28,7 @@ from services.connectors.adapters.base import (
     RawRequest,
     RetryLater,
 )
-from services.connectors.hookguard import HookLimiter, keep_within_quota, rejected_record
+from services.connectors.hookguard import HookLimiter, auth_health, keep_within_quota, rejected_record
 from services.connectors.mail.ingest import MailIngest
 from services.connectors.normalise import normalise
 from services.connectors.outbound import channel_url_errors
@@ -52,7 +52,7 @@ REQUIRED_SECRETS: dict[str, tuple[str, ...]] = {
     "webflow": ("secret",),
     "meta_leads": ("app_secret", "verify_token", "page_access_token"),
     "google_ads": ("key",),
-    "vk": ("confirmation",),
+    "vk": ("confirmation", "secret"),
     "telegram": ("secret_token",),
     "imap": ("password",),
 }
@@ -141,6 +141,7 @@ class ConnectorsService(Service):
         health.setdefault("received", 0)
         health.setdefault("rejected", 0)
         health.setdefault("last_error", None)
+        health.update(auth_health(doc["kind"], doc.get("secret_names", [])))
         return {
             "id": doc["_id"],
             "kind": doc["kind"],
