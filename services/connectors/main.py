@@ -37,7 +37,7 @@ from shared.errors import AppError, NotFound, ServiceUnavailable, ValidationFail
 from shared.events import Envelope, make_event
 from shared.mongo import UnitOfWork
 from shared.netguard import GuardedTransport, UrlGuard
-from shared.normalize import identity_digest, phone_key
+from shared.normalize import IDENTITY_KEY_PURPOSE, identity_digest, phone_key
 from shared.pagination import clamp_limit, decode_cursor, page
 from shared.service import Service
 
@@ -524,7 +524,7 @@ class ConnectorsService(Service):
         if item.sender.phones:
             sets["sender"] = {"name": item.sender.name, "phones": list(item.sender.phones)}
             sets["sender_keys"] = [
-                identity_digest(doc["tenant_id"], e164)
+                identity_digest(doc["tenant_id"], e164, self.rt.secrets.derive(IDENTITY_KEY_PURPOSE))
                 for e164 in (phone_key(p, region) for p in item.sender.phones)
                 if e164
             ]
