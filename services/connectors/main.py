@@ -340,8 +340,8 @@ class ConnectorsService(Service):
         """The HTTP app behind ``/hooks``: mounted by the gateway, or served on its own."""
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
-        @app.api_route("/{channel_id}", methods=["GET", "POST", "PUT"])
-        @app.api_route("/{channel_id}/{subpath:path}", methods=["GET", "POST", "PUT"])
+        @app.api_route("/{channel_id}", methods=["GET", "POST"])
+        @app.api_route("/{channel_id}/{subpath:path}", methods=["GET", "POST"])
         async def hook(channel_id: str, request: Request, subpath: str = "") -> Response:
             return await self.receive_hook(channel_id, subpath, request)
 
