@@ -46,6 +46,7 @@ class HubProcess:
             "CRM_ROOT_TOKEN": self.root_token,
             "CRM_LOG_FORMAT": "json",
             "CRM_RATE_LIMIT": "1000",
+            "CRM_AUTH_FAIL_RATE": "1000",  # the suite's many 401 checks all come from 127.0.0.1
             "CRM_HOOK_RATE": "1000",
             "CRM_HOOK_CLIENT_RATE": "1000",
             # The tests' stand-ins (webhook receivers, Graph API, Dovecot) listen on 127.0.0.1.
