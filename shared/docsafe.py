@@ -14,7 +14,7 @@ MAX_DEPTH = 32
 def bad_key(value: Any, path: str = "", depth: int = 0) -> str | None:
     """The dotted path of the first unstorable key in ``value`` (or a too-deep nesting), else None."""
     if depth > MAX_DEPTH:
-        return f"{path or '.'}: nested deeper than {MAX_DEPTH} levels"
+        return f"nested deeper than {MAX_DEPTH} levels"
     if isinstance(value, dict):
         for key, item in value.items():
             name = str(key)
