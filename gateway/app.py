@@ -23,12 +23,12 @@ from gateway.console import mount_console
 from gateway.deps import Gateway
 from gateway.identity import GatewayService
 from gateway.metrics import MetricsMiddleware
-from gateway.middleware import BodyLimit, ContentType, Idempotency, RateLimit
+from gateway.middleware import BodyLimit, ContentType, Idempotency, RateLimit, session_cookie
 from gateway.openapi import complete_openapi
 from gateway.routes import ROUTERS
 from shared.bus import READY_METHOD, RpcClient
 from shared.clock import Clock
-from shared.errors import AppError, problem_from_pydantic
+from shared.errors import AppError, Unauthorized, ValidationFailed, problem_from_pydantic
 from shared.hub import SERVICES, Hub
 from shared.settings import Settings
 
@@ -129,12 +129,20 @@ def create_app(
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem(
             AppError(
-                str(exc.detail), status=exc.status_code, code=f"http_{exc.status_code}", title=str(exc.detail)
+                str(exc.detail),
+                status=exc.status_code,
+                code=f"http_{exc.status_code}",
+                title=str(exc.detail),
+                headers=dict(exc.headers or {}),  # a 405's Allow
             )
         )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, RecursionError):  # a body nested hundreds deep, wherever it was walked
+            return problem(
+                ValidationFailed({"body": "nested too deeply"}, detail="The body is nested too deeply.")
+            )
         log.exception("unhandled error")
         return problem(AppError("Internal error.", status=500, code="internal", title="Internal error"))
 
@@ -150,12 +158,21 @@ def create_app(
             200: {
                 "description": "Prometheus text format",
                 "content": {"text/plain": {"schema": {"type": "string"}}},
-            }
+            },
+            401: {
+                "description": "No or wrong metrics token",
+                "content": {PROBLEM: {"schema": {"type": "object"}}},
+            },
         },
     )
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
         """Request rates and latencies by route, hook acceptance, event lag, webhook attempts and
-        the webhook backlog (pending deliveries, age of the oldest due one)."""
+        the webhook backlog (pending deliveries, age of the oldest due one). Needs
+        `Authorization: Bearer <CRM_METRICS_TOKEN>` (the root token when that is unset)."""
+        token = (request.headers.get("authorization") or "").strip().partition(" ")[2].strip()
+        expected = settings.metrics_token or gw.root_token
+        if not secrets.compare_digest(token.encode(), expected.encode()):
+            return problem(Unauthorized("Send `Authorization: Bearer <metrics token>`."))
         try:
             await identity.webhooks.observe_backlog(identity.metrics)
         except Exception:  # the database being down must not take the metrics with it
@@ -201,7 +218,26 @@ def create_app(
 
     # Outermost last: metrics see everything; the audit log sees only requests that really ran.
     app.add_middleware(AuditMiddleware, collection=lambda: identity.db.audit, clock=hub.runtime.clock)
-    app.add_middleware(Idempotency, collection=lambda: identity.db.idempotency, clock=hub.runtime.clock)
+
+    async def caller_still_valid(scope: Any) -> None:
+        """Before a first answer is replayed: the caller (API key, root token, or console session
+        with its CSRF token) would get through now."""
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        authorization = headers.get("authorization")
+        cookie = session_cookie(scope)
+        if authorization is None and cookie:
+            await gw.sessions.authenticate(cookie, "POST", headers.get("x-csrf-token"))
+            return
+        token = (authorization or "").strip().partition(" ")[2].strip()
+        if not (token and secrets.compare_digest(token.encode(), gw.root_token.encode())):
+            await identity.authenticate(authorization)
+
+    app.add_middleware(
+        Idempotency,
+        collection=lambda: identity.db.idempotency,
+        clock=hub.runtime.clock,
+        authenticate=caller_still_valid,
+    )
     app.add_middleware(ContentType)
     app.add_middleware(
         RateLimit,
@@ -219,7 +255,7 @@ def _proxy_hooks(app: FastAPI, settings: Settings) -> None:
     """When connectors runs in another process, /hooks is passed through to its ingress."""
     target = (settings.connectors_url or "http://127.0.0.1:8001").rstrip("/")
 
-    @app.api_route("/hooks/{rest:path}", methods=["GET", "POST", "PUT"], include_in_schema=False)
+    @app.api_route("/hooks/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
     async def hooks_proxy(rest: str, request: Request) -> Response:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
         async with httpx.AsyncClient(timeout=10.0) as client:
@@ -263,6 +299,11 @@ def _document_hooks(app: FastAPI) -> None:
                 },
                 "413": {
                     "description": "Body too large",
+                    "content": {PROBLEM: {"schema": {"type": "object"}}},
+                },
+                "429": {
+                    "description": "Too many hooks from this address or for this channel",
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
                     "content": {PROBLEM: {"schema": {"type": "object"}}},
                 },
                 "415": {

@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -23,6 +23,7 @@ from shared.clock import Clock
 from shared.errors import AppError, Conflict, ValidationFailed
 
 PROBLEM = b"application/problem+json"
+MAX_IDEMPOTENCY_KEY = 200
 
 
 async def send_problem(send: Send, err: AppError) -> None:
@@ -73,18 +74,27 @@ class BodyLimit:
             return
         seen = 0
         started = False
+        exceeded = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
+                    exceeded = True
                     raise TooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if exceeded:
+                # The app caught the overflow while reading (a chunked body) and answers something
+                # else, e.g. a 400: the answer is the 413, once.
+                if not started:
+                    started = True
+                    await send_problem(send, self._error(limit))
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -93,6 +103,7 @@ class BodyLimit:
             await self.app(scope, limited_receive, tracking_send)
         except TooLarge:
             if not started:
+                started = True
                 await send_problem(send, self._error(limit))
 
 
@@ -229,16 +240,35 @@ class Idempotency:
     answered like any other: the first answer, 422 for another body, 409 while the first still runs.
     """
 
-    def __init__(self, app: ASGIApp, collection: Callable[[], Any], clock: Clock, ttl_s: int = 86400) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        collection: Callable[[], Any],
+        clock: Clock,
+        ttl_s: int = 86400,
+        authenticate: Callable[[Scope], Awaitable[Any]] | None = None,
+    ) -> None:
         self.app = app
         self.collection = collection
         self.clock = clock
         self.ttl = timedelta(seconds=ttl_s)
+        self.authenticate = authenticate
+        """Checks the caller before a first answer is replayed (raises an AppError, e.g. 401 for a
+        key revoked since): a replay never answers a caller that would not get through now."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         idem = _header(scope, b"idempotency-key") if scope["type"] == "http" else None
         if not idem or scope["method"] != "POST" or not scope["path"].startswith("/api/"):
             await self.app(scope, receive, send)
+            return
+        if len(idem) > MAX_IDEMPOTENCY_KEY or any(ord(c) < 32 or ord(c) == 127 for c in idem):
+            await send_problem(
+                send,
+                ValidationFailed(
+                    {"Idempotency-Key": f"must be 1-{MAX_IDEMPOTENCY_KEY} printable characters"},
+                    detail=f"The Idempotency-Key header must be at most {MAX_IDEMPOTENCY_KEY} characters.",
+                ),
+            )
             return
         streamed = scope["path"] in STREAMED_PATHS
         auth = caller_key(scope)  # a console session's answers are its own, not every cookie's
@@ -260,6 +290,12 @@ class Idempotency:
             if streamed:
                 await _read_all(receive, hasher, keep=False)
                 digest = hasher.hexdigest()
+            if self.authenticate is not None:
+                try:
+                    await self.authenticate(scope)
+                except AppError as err:
+                    await send_problem(send, err)
+                    return
             await self._answer_repeat(send, doc, digest)
             return
 
@@ -293,7 +329,8 @@ class Idempotency:
             settled = True
             # A failure is not remembered, nor an answer to a streamed body the route did not read
             # to its end (its hash would not be the body's): the client may retry with the same key.
-            if status < 500 and body_read:
+            # Nor a refusal of the caller (401, 403): it says nothing about the request itself.
+            if status < 500 and status not in (401, 403) and body_read:
                 await coll.update_one(
                     {"_id": doc_id},
                     {

@@ -1,7 +1,8 @@
 """Completes FastAPI's generated schema with what the middleware and conventions add.
 
 Every ``/api/`` operation gets the bearer security scheme and the problem+json answers it can give
-(401, 403, 404 for paths with ids, 413/415/422 for bodies, 409/422 for ``Idempotency-Key``, 429
+(401, 403, 404 for paths with ids, 410 for an erased contact, 409 for writes, 413/415/422 for bodies,
+409/422 for ``Idempotency-Key``, 429
 with ``Retry-After``, 503/504 when a service is down or silent). FastAPI's default 422 schema is
 replaced: validation failures are problem+json too.
 """
@@ -46,7 +47,9 @@ DESCRIPTIONS = {
     "401": "No API key, or not a valid one",
     "403": "The caller's role may not do this",
     "404": "No such record (or one the body refers to) in the caller's tenant and visibility",
-    "409": "A request with this Idempotency-Key is still in progress",
+    "409": "Conflict: the record changed meanwhile or already exists, or a request with this "
+    "Idempotency-Key is still in progress",
+    "410": "The contact (in the path, or named by the body) was erased",
     "413": "The body exceeds CRM_MAX_BODY",
     "415": "The body is not JSON",
     "422": "Invalid input (or an Idempotency-Key reused with another body)",
@@ -99,6 +102,10 @@ def complete_openapi(schema: dict[str, Any]) -> dict[str, Any]:
                     wanted += ["400", "413", "415", "422"]
                 if params:
                     wanted.append("422")
+                if "{contact_id}" in path or op.get("requestBody"):
+                    wanted.append("410")  # an erased contact answers 410 Gone
+                if method in ("post", "put", "patch", "delete"):
+                    wanted.append("409")
                 if method == "post":
                     wanted += ["409", "422"]
                     if not any(p.get("name") == "Idempotency-Key" for p in params):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 from pathlib import Path
@@ -28,6 +30,13 @@ class SecretBox:
 
     def __init__(self, key: bytes) -> None:
         self._fernet = Fernet(key)
+        self._key = key
+
+    def derive(self, purpose: str) -> bytes:
+        """A key of its own for ``purpose``, derived from the installation's key: every process
+        of one installation (same ``CRM_SECRET_KEY`` or generated key) derives the same one, and
+        nothing outside the installation can."""
+        return hmac.new(self._key, b"crm-hub/" + purpose.encode(), hashlib.sha256).digest()
 
     def seal(self, secrets: dict[str, str]) -> str:
         return self._fernet.encrypt(json.dumps(secrets).encode()).decode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
@@ -109,8 +110,13 @@ def clean_text(value: str | None, limit: int = 2000) -> str | None:
     return text.strip()[:limit]
 
 
-def identity_digest(tenant_id: str, identity: str) -> str:
+IDENTITY_KEY_PURPOSE = "identity-digest"
+
+
+def identity_digest(tenant_id: str, identity: str, key: bytes) -> str:
     """A one-way key for one normalised identity (E.164 phone, email, ``telegram:<id>``) of a
     tenant. Services that keep a sender's identity outside the contacts service store this key
-    beside it, so that ``contact.erased`` can name what to forget without carrying it in clear."""
-    return hashlib.sha256(f"{tenant_id}\n{identity}".encode()).hexdigest()
+    beside it, so that ``contact.erased`` can name what to forget without carrying it in clear.
+    It is an HMAC under the installation's ``key`` (``SecretBox.derive(IDENTITY_KEY_PURPOSE)``):
+    without the key, nobody can test a guessed phone against it, the tenant id at hand or not."""
+    return hmac.new(key, f"{tenant_id}\n{identity}".encode(), hashlib.sha256).hexdigest()

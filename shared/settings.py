@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     """Hooks per second per client address (burst 2x). 0 = off."""
     max_import_body: int = 256 * 1024 * 1024
     """Body limit of the streamed CSV import (``POST /api/v1/contacts/import``)."""
+    metrics_token: str | None = None
+    """Bearer token of ``GET /metrics``; unset = the root token."""
     secret_key: str | None = None
     """Fernet key for secrets at rest; unset = generated once under ``data_dir``."""
     rpc_timeout_s: float = 10.0

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.deps import GW, Auth, Cursor, Limit
+from shared.docsafe import StoredDict
 
 router = APIRouter(prefix="/api/v1", tags=["channels"])
 
@@ -46,7 +47,7 @@ class ChannelIn(BaseModel):
     )
     kind: ChannelKind
     name: str = Field(min_length=1, max_length=200)
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: StoredDict = Field(default_factory=dict)
     secrets: dict[str, str] = Field(default_factory=dict, description="Write-only; stored encrypted.")
     intake: Literal["inbox", "auto"] = "inbox"
     owner_id: str | None = None
@@ -55,7 +56,7 @@ class ChannelIn(BaseModel):
 class ChannelPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    config: dict[str, Any] | None = None
+    config: StoredDict | None = None
     secrets: dict[str, str] | None = None
     intake: Literal["inbox", "auto"] | None = None
     owner_id: str | None = None

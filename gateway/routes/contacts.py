@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.deps import GW, Auth, Cursor, Limit
 from gateway.lookup import pick
 from services.contacts import csvio
+from shared.docsafe import StoredDict
 from shared.errors import AppError, ValidationFailed
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class ContactIn(BaseModel):
     company_id: str | None = None
     owner_id: str | None = None
     tags: list[str] = Field(default_factory=list, max_length=50)
-    custom: dict[str, Any] = Field(default_factory=dict)
+    custom: StoredDict = Field(default_factory=dict)
 
 
 class ContactPatch(BaseModel):
@@ -52,7 +53,7 @@ class ContactPatch(BaseModel):
     company_id: str | None = None
     owner_id: str | None = None
     tags: list[str] | None = Field(default=None, max_length=50)
-    custom: dict[str, Any] | None = None
+    custom: StoredDict | None = None
 
 
 class Source(BaseModel):
@@ -70,6 +71,10 @@ class ContactOut(BaseModel):
     name: str | None = None
     phones: list[str] = Field(default_factory=list)
     emails: list[str] = Field(default_factory=list)
+    handles: list[str] = Field(
+        default_factory=list,
+        description="Messenger handles the hub knows the person by (`telegram:<user id>`).",
+    )
     company_id: str | None = None
     owner_id: str | None = None
     tags: list[str] = Field(default_factory=list)
@@ -113,7 +118,7 @@ class InteractionIn(BaseModel):
     direction: Literal["in", "out"] | None = None
     occurred_at: datetime | None = None
     summary: str = Field(min_length=1, max_length=10_000)
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: StoredDict = Field(default_factory=dict)
 
 
 class MergeIn(BaseModel):

@@ -1,5 +1,6 @@
 """What keeps unauthenticated hooks from filling the database or the pipeline.
 
+- :func:`auth_health`: an optional-secret kind without its secret says so on the channel's health.
 - :class:`HookLimiter`: token buckets per channel and per client address for ``/hooks/*``; over
   either one the hook answers 429 with ``Retry-After`` before anything is read or stored.
 - :func:`rejected_record`: a rejected hook is kept for inspection truncated (body to
@@ -17,6 +18,30 @@ BODY_KEEP = 4096
 HEADER_KEEP = 1024
 HEADER_COUNT = 50
 QUOTA = 100
+
+
+OPTIONAL_SECRETS: dict[str, tuple[str, ...]] = {
+    "form": ("token", "hmac_secret"),
+    "tilda": ("token",),
+    "yandex_forms": ("token",),
+    "asterisk": ("hmac_secret",),
+}
+"""Kinds whose provider does not sign its calls: a secret is optional, and its absence is shown."""
+
+
+def auth_health(kind: str, secret_names: list[str]) -> dict[str, Any]:
+    """For the channel's health: ``unauthenticated`` (and a ``warning``) when an optional-secret
+    kind has none of its secrets set, so anyone who learns the hook URL can post to it."""
+    names = OPTIONAL_SECRETS.get(kind)
+    if names is None:
+        return {}
+    if any(n in secret_names for n in names):
+        return {"unauthenticated": False, "warning": None}
+    wanted = " or ".join(f"secrets.{n}" for n in names)
+    return {
+        "unauthenticated": True,
+        "warning": f"No secret is set: anyone who knows the hook URL can post to it. Set {wanted}.",
+    }
 
 
 class HookLimiter:

@@ -28,7 +28,7 @@ from services.connectors.adapters.base import (
     RawRequest,
     RetryLater,
 )
-from services.connectors.hookguard import HookLimiter, keep_within_quota, rejected_record
+from services.connectors.hookguard import HookLimiter, auth_health, keep_within_quota, rejected_record
 from services.connectors.mail.ingest import MailIngest
 from services.connectors.normalise import normalise
 from services.connectors.outbound import channel_url_errors
@@ -37,7 +37,7 @@ from shared.errors import AppError, NotFound, ServiceUnavailable, ValidationFail
 from shared.events import Envelope, make_event
 from shared.mongo import UnitOfWork
 from shared.netguard import GuardedTransport, UrlGuard
-from shared.normalize import identity_digest, phone_key
+from shared.normalize import IDENTITY_KEY_PURPOSE, identity_digest, phone_key
 from shared.pagination import clamp_limit, decode_cursor, page
 from shared.service import Service
 
@@ -52,7 +52,7 @@ REQUIRED_SECRETS: dict[str, tuple[str, ...]] = {
     "webflow": ("secret",),
     "meta_leads": ("app_secret", "verify_token", "page_access_token"),
     "google_ads": ("key",),
-    "vk": ("confirmation",),
+    "vk": ("confirmation", "secret"),
     "telegram": ("secret_token",),
     "imap": ("password",),
 }
@@ -164,6 +164,7 @@ class ConnectorsService(Service):
         health.setdefault("received", 0)
         health.setdefault("rejected", 0)
         health.setdefault("last_error", None)
+        health.update(auth_health(doc["kind"], doc.get("secret_names", [])))
         return {
             "id": doc["_id"],
             "kind": doc["kind"],
@@ -402,8 +403,8 @@ class ConnectorsService(Service):
         """The HTTP app behind ``/hooks``: mounted by the gateway, or served on its own."""
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
-        @app.api_route("/{channel_id}", methods=["GET", "POST", "PUT"])
-        @app.api_route("/{channel_id}/{subpath:path}", methods=["GET", "POST", "PUT"])
+        @app.api_route("/{channel_id}", methods=["GET", "POST"])
+        @app.api_route("/{channel_id}/{subpath:path}", methods=["GET", "POST"])
         async def hook(channel_id: str, request: Request, subpath: str = "") -> Response:
             return await self.receive_hook(channel_id, subpath, request)
 
@@ -586,7 +587,7 @@ class ConnectorsService(Service):
         if item.sender.phones:
             sets["sender"] = {"name": item.sender.name, "phones": list(item.sender.phones)}
             sets["sender_keys"] = [
-                identity_digest(doc["tenant_id"], e164)
+                identity_digest(doc["tenant_id"], e164, self.rt.secrets.derive(IDENTITY_KEY_PURPOSE))
                 for e164 in (phone_key(p, region) for p in item.sender.phones)
                 if e164
             ]

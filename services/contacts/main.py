@@ -34,7 +34,13 @@ from shared.clock import as_utc, new_id
 from shared.errors import Conflict, Gone, NotFound, ValidationFailed
 from shared.events import Envelope
 from shared.mongo import UnitOfWork
-from shared.normalize import clean_text, identity_digest, normalize_email, phone_search_key
+from shared.normalize import (
+    IDENTITY_KEY_PURPOSE,
+    clean_text,
+    identity_digest,
+    normalize_email,
+    phone_search_key,
+)
 from shared.pagination import clamp_limit, decode_cursor, page
 from shared.service import Service
 
@@ -746,7 +752,7 @@ class ContactsService(Service):
         ).to_list(None)
         identity_keys = sorted(
             {
-                identity_digest(tenant, v)
+                identity_digest(tenant, v, self.rt.secrets.derive(IDENTITY_KEY_PURPOSE))
                 for d in held
                 for f in ("phones", "emails", "handles")
                 for v in d.get(f) or []

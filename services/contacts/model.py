@@ -81,6 +81,7 @@ def contact_view(doc: dict[str, Any]) -> dict[str, Any]:
         "name": doc.get("name"),
         "phones": doc.get("phones", []),
         "emails": doc.get("emails", []),
+        "handles": doc.get("handles", []),
         "company_id": doc.get("company_id"),
         "owner_id": doc.get("owner_id"),
         "tags": doc.get("tags", []),

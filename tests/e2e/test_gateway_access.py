@@ -167,6 +167,19 @@ def test_404_for_unknown_route_and_record_is_problem_json(admin: Api) -> None:
     assert_problem(admin.get("/api/v1/contacts/01nosuchcontact0000000000"), 404)
 
 
+def test_413_for_a_chunked_body_over_the_limit(admin: Api) -> None:
+    """No Content-Length: the limit is found while reading, and the answer is still a 413."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"name": "'
+        for _ in range(40):
+            yield b"x" * 65536  # 2.5 MiB in all
+        yield b'"}'
+
+    r = admin.post("/api/v1/contacts", content=chunks(), headers={"Content-Type": "application/json"})
+    assert_problem(r, 413)
+
+
 def test_413_for_a_body_over_the_limit(admin: Api) -> None:
     body = b'{"name": "' + b"x" * (1024 * 1024 + 10) + b'"}'
     r = admin.post("/api/v1/contacts", content=body, headers={"Content-Type": "application/json"})
@@ -253,6 +266,33 @@ def test_idempotency_keys_are_per_api_key(admin: Api, root: Api) -> None:
     assert a.json()["id"] != b.json()["id"]
 
 
+def test_a_replay_never_answers_a_revoked_key_and_401s_are_not_remembered(admin: Api) -> None:
+    secret = admin.post("/api/v1/api-keys", json={"name": "replay"}).json()
+    extra = admin.as_key(secret["api_key"])
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    first = extra.post("/api/v1/contacts", json={"name": "Replayed"}, headers=key)
+    assert first.status_code == 201
+    assert admin.delete(f"/api/v1/api-keys/{secret['id']}").status_code == 204
+    assert_problem(extra.post("/api/v1/contacts", json={"name": "Replayed"}, headers=key), 401)
+
+    # A 401 is not stored as the answer: the same key works once the caller authenticates.
+    bogus = admin.as_key("crm_0000000000000000_nope")
+    shared = {"Idempotency-Key": "k-" + uuid.uuid4().hex}
+    assert_problem(bogus.post("/api/v1/contacts", json={"name": "N"}, headers=shared), 401)
+    again = bogus.post("/api/v1/contacts", json={"name": "N"}, headers=shared)
+    assert_problem(again, 401)
+    assert again.headers.get("idempotent-replayed") is None
+
+
+def test_an_idempotency_key_over_200_characters_is_refused(admin: Api) -> None:
+    body = assert_problem(
+        admin.post("/api/v1/contacts", json={"name": "L"}, headers={"Idempotency-Key": "x" * 500}), 422
+    )
+    assert "Idempotency-Key" in body["errors"]
+    ok = admin.post("/api/v1/contacts", json={"name": "L"}, headers={"Idempotency-Key": "x" * 200})
+    assert ok.status_code == 201
+
+
 # ---- keys, users, audit, metrics ------------------------------------------------------------------
 
 
@@ -316,7 +356,9 @@ def test_audit_log_records_who_changed_which_record(admin: Api) -> None:
 def test_metrics_count_requests_by_route_template(admin: Api, hub: HubProcess) -> None:
     contact = admin.post("/api/v1/contacts", json={"name": "Metered"}).json()
     admin.get(f"/api/v1/contacts/{contact['id']}")
-    text = httpx.get(hub.url + "/metrics").text
+    assert httpx.get(hub.url + "/metrics").status_code == 401  # not open to anyone
+    assert httpx.get(hub.url + "/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
+    text = httpx.get(hub.url + "/metrics", headers={"Authorization": f"Bearer {hub.root_token}"}).text
     assert 'crm_http_requests_total{method="GET",route="/api/v1/contacts/{contact_id}",status="200"}' in text
     assert "crm_http_request_seconds_bucket" in text
     assert "crm_webhook_pending" in text and "crm_event_lag_seconds_count" in text

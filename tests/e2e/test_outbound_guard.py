@@ -8,11 +8,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.hub import Api, HubProcess
 
 PROBLEM = "application/problem+json"
+METRICS_TOKEN = "metrics-" + uuid.uuid4().hex
 PRIVATE = [
     "http://127.0.0.1/hook",
     "http://[::1]/hook",
@@ -31,7 +33,7 @@ def strict_hub(rabbit: str, mongo_url: str, tmp_path_factory: pytest.TempPathFac
         rabbit_url=rabbit,
         mongo_url=mongo_url,
         data_dir=Path(tmp_path_factory.mktemp("hub-strict")),
-        env={"CRM_ALLOW_PRIVATE_URLS": "0"},
+        env={"CRM_ALLOW_PRIVATE_URLS": "0", "CRM_METRICS_TOKEN": METRICS_TOKEN},
     )
     with proc.serving():
         yield proc
@@ -98,3 +100,13 @@ def test_imap_hosts_and_ports_of_the_hubs_network_are_refused(strict_admin: Api)
             "secrets": {"password": "p"},
         }
         refused(strict_admin.post("/api/v1/channels", json=body), field)
+
+
+def test_metrics_need_the_configured_metrics_token(strict_hub: HubProcess) -> None:
+    """(Shares this hub with the guard tests: a hub with ``CRM_METRICS_TOKEN`` set.)"""
+    url = strict_hub.url + "/metrics"
+    assert httpx.get(url).status_code == 401
+    root = {"Authorization": f"Bearer {strict_hub.root_token}"}
+    assert httpx.get(url, headers=root).status_code == 401  # the token replaces the root token
+    r = httpx.get(url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert r.status_code == 200 and "crm_http_requests_total" in r.text

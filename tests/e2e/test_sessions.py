@@ -179,3 +179,21 @@ def test_two_console_sessions_never_share_idempotent_answers(admin: Api) -> None
             owners.append((r.json()["id"], r.json()["owner_id"]))
     assert owners[0][0] != owners[1][0]  # the second user got a contact of its own
     assert owners[0][1] != owners[1][1]
+
+
+def test_a_console_write_replayed_with_its_idempotency_key_gets_the_first_answer(admin: Api) -> None:
+    email = _email()
+    admin.post(
+        "/api/v1/users", json={"name": "Повтор", "email": email, "role": "manager", "password": PASSWORD}
+    )
+    key = uuid.uuid4().hex
+    with _browser(admin) as b:
+        csrf = _sign_in(b, email, PASSWORD).json()["csrf_token"]
+        headers = {"X-CSRF-Token": csrf, "Idempotency-Key": key}
+        first = b.post("/api/v1/contacts", json={"name": "Один раз"}, headers=headers)
+        again = b.post("/api/v1/contacts", json={"name": "Один раз"}, headers=headers)
+        assert first.status_code == again.status_code == 201, again.text
+        assert again.json()["id"] == first.json()["id"]
+        # the replay re-checks the caller: without the CSRF token a replay is refused like a write
+        refused = b.post("/api/v1/contacts", json={"name": "Один раз"}, headers={"Idempotency-Key": key})
+        assert refused.status_code == 403

@@ -22,7 +22,7 @@ from services.connectors.adapters.zadarma import zadarma_signature
 from services.connectors.main import ConnectorsService
 from shared.clock import FrozenClock
 from shared.events import Envelope, make_event
-from shared.normalize import identity_digest
+from shared.normalize import IDENTITY_KEY_PURPOSE, identity_digest
 from tests.support.services import RecordingPublisher, connectors_service
 
 pytestmark = pytest.mark.integration
@@ -288,7 +288,8 @@ async def test_contact_erased_forgets_the_calls_kept_under_the_persons_phone(svc
     assert await svc.db.calls.count_documents({"tenant_id": "ten1"}) == 2
 
     # another tenant's erase of the same number forgets nothing here
-    keys_elsewhere = [identity_digest("ten2", person)]
+    key = svc.rt.secrets.derive(IDENTITY_KEY_PURPOSE)
+    keys_elsewhere = [identity_digest("ten2", person, key)]
     await svc.on_contact_erased(
         make_event(
             "contact.erased",
@@ -299,7 +300,7 @@ async def test_contact_erased_forgets_the_calls_kept_under_the_persons_phone(svc
     )
     assert await svc.db.calls.count_documents({"tenant_id": "ten1"}) == 2
 
-    keys = [identity_digest("ten1", person), identity_digest("ten1", "x@example.com")]
+    keys = [identity_digest("ten1", person, key), identity_digest("ten1", "x@example.com", key)]
     await svc.on_contact_erased(
         make_event(
             "contact.erased",

@@ -11,6 +11,7 @@ import pytest
 
 from services.connectors import hookguard
 from services.connectors.main import ConnectorsService
+from shared.errors import ValidationFailed
 from tests.support.services import connectors_service
 
 pytestmark = pytest.mark.integration
@@ -87,3 +88,24 @@ async def test_hooks_over_the_channel_rate_get_429_from_any_address(mongo_url: s
                 )
                 statuses.append(r.status_code)
         assert statuses == [401, 429, 429]
+
+
+async def test_a_vk_channel_needs_its_secret_and_optional_secret_kinds_say_when_unprotected(
+    svc: ConnectorsService,
+) -> None:
+    with pytest.raises(ValidationFailed) as exc:
+        await svc.create_channel(
+            CTX, {"body": {"kind": "vk", "name": "VK", "secrets": {"confirmation": "c0nf"}}}
+        )
+    assert "secrets.secret" in exc.value.errors
+    open_form = await svc.create_channel(CTX, {"body": {"kind": "form", "name": "Open"}})
+    assert open_form["health"]["unauthenticated"] is True
+    assert "secrets.token or secrets.hmac_secret" in open_form["health"]["warning"]
+    signed = await svc.create_channel(CTX, {"body": SIGNED})
+    assert signed["health"]["unauthenticated"] is False and signed["health"]["warning"] is None
+    pbx = await svc.create_channel(CTX, {"body": {"kind": "asterisk", "name": "PBX"}})
+    assert pbx["health"]["unauthenticated"] is True
+    twilio = await svc.create_channel(
+        CTX, {"body": {"kind": "twilio", "name": "T", "secrets": {"auth_token": "tok"}}}
+    )
+    assert "unauthenticated" not in twilio["health"]  # a signing kind: its secret is required

@@ -86,7 +86,11 @@ class HubProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "run", "all", *self.args], cwd=ROOT, env=self.env, stdout=log, stderr=log
+            [sys.executable, "-m", "shared.cli", "run", "all", *self.args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=log,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .base import CallStatus, Captured, Direction, HookError, RawRequest, Sender
@@ -239,6 +239,11 @@ def call_summary(direction: Direction, status: CallStatus | None, duration_s: in
     return label
 
 
+def _is_web_url(value: str) -> bool:
+    parts = urlsplit(value.strip())
+    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+
+
 def call_data(
     *,
     status: CallStatus | None,
@@ -252,6 +257,8 @@ def call_data(
     """The ``data`` of a call item: only the keys that are known (no ``None`` placeholders), so a
     later event merged into the same timeline item never overwrites a value with nothing."""
     data: dict[str, Any] = {"call_id": call_id}
+    if recording_url is not None and not _is_web_url(recording_url):
+        recording_url = None  # only http(s): a javascript: or file: link is never put on a card
     for key, value in (
         ("status", status),
         ("duration_s", duration_s),

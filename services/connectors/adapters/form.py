@@ -14,7 +14,8 @@ The captured interaction's ``data``: ``fields`` (every submitted field, flat, st
 (only the UTM keys found), ``page_url`` (or ``None``), ``form_name`` and ``submission_id``.
 
 Idempotency key ``form:<channel id>:<submission id>``: the submission id is a ``submission_id``,
-``form_submission_id``, ``id`` or ``tranid`` field, else the ``Idempotency-Key`` header, else
+``form_submission_id``, ``id`` or ``tranid`` field, else the ``Idempotency-Key`` header (only when
+the body is not HMAC-signed: a signed hook is deduped on the signed bytes alone), else
 ``sha256:<hex of the raw body>`` (a byte-identical re-post is the same submission).
 
 A filled ``config.honeypot_field`` answers the same 200 as a real submission (the trap is not
@@ -44,7 +45,9 @@ class FormAdapter:
         if hmac_secret:
             require_hmac_header(request, hmac_secret)
         fields = fu.parse_form_fields(request, allow_json=True)
-        return self.outcome_from_fields(channel, request, fields, now)
+        # A signed body is deduped on what the signature covers, never on an unsigned header: a
+        # replay of the same signed bytes under a new Idempotency-Key is the same submission.
+        return self.outcome_from_fields(channel, request, fields, now, header_key=not hmac_secret)
 
     def outcome_from_fields(
         self,
@@ -59,6 +62,7 @@ class FormAdapter:
         form_name: str | None = None,
         extra_phones: tuple[str, ...] = (),
         extra_emails: tuple[str, ...] = (),
+        header_key: bool = True,
     ) -> HookOutcome:
         """Shared by the adapters whose payload boils down to flat fields (tilda, yandex_forms)."""
         config = channel.config or {}
@@ -84,7 +88,7 @@ class FormAdapter:
         sub_id = (
             submission_id
             or idx.get_exact(*fu.SUBMISSION_ID_KEYS)
-            or fu.clean_text(request.header("idempotency-key") or "", 200)
+            or (fu.clean_text(request.header("idempotency-key") or "", 200) if header_key else "")
             or "sha256:" + fu.body_digest(request.body)
         )
         name = form_name or idx.get_exact(*fu.FORM_NAME_KEYS) or idx.get_exact("form.name")

@@ -5,7 +5,7 @@ Every event is ``POST`` JSON ``{"type", "object", "group_id", "event_id"?, "v"?,
 * ``confirmation``: answered with ``secrets.confirmation`` as plain text, exactly, even though the
   handshake carries no ``secret`` (nothing durable). When ``config.group_id`` is set the handshake's
   ``group_id`` must match it.
-* Any other type: ``secret`` must equal ``secrets.secret`` when that is set (else 401) and the
+* Any other type: ``secret`` must equal ``secrets.secret``, which is required (else 401) and the
   answer is exactly ``ok`` (VK retries anything else).
 * ``lead_forms_new`` (object: ``lead_id``, ``group_id``, ``user_id``, ``form_id``, ``form_name``,
   ``ad_id``?, ``answers`` ``[{key, question, answer}]``) → an ``ad_lead``: standard question keys
@@ -85,10 +85,11 @@ class VkAdapter:
             return HookOutcome(response=fu.text_response(confirmation), durable=False)
 
         secret = channel.secrets.get("secret")
-        if secret:
-            got = body.get("secret")
-            if not isinstance(got, str) or not constant_time_equal(got, secret):
-                raise bad_signature("secret does not match the channel's Callback API secret.")
+        if not secret:  # VK signs every call with it: without one, anybody could post leads
+            raise bad_signature("Set secrets.secret to the Callback API secret key of the community.")
+        got = body.get("secret")
+        if not isinstance(got, str) or not constant_time_equal(got, secret):
+            raise bad_signature("secret does not match the channel's Callback API secret.")
         if expected_group and group_id != expected_group:
             raise bad_signature("group_id does not match the channel's community.")
         if not isinstance(event_type, str) or not event_type:

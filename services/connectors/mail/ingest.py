@@ -306,7 +306,7 @@ class MailIngest:
             config = replace(
                 config,
                 max_message_bytes=min(config.max_message_bytes, MAX_HANDOFF_BYTES),
-                guard=UrlGuard.from_settings(svc.settings),
+                guard=UrlGuard.from_settings(getattr(svc, "settings", None)),
             )
         except Exception as exc:  # ValueError names the field; a broken secret is a class name
             reason = f"config: {exc}" if isinstance(exc, ValueError) else f"config: {type(exc).__name__}"

@@ -218,3 +218,17 @@ def test_hostile_payloads_never_raise_anything_but_hook_errors(name: str) -> Non
         for item in outcome.items:
             assert item.occurred_at.utcoffset() == timedelta(0)
             assert "<" not in item.summary
+
+
+@pytest.mark.parametrize(
+    "url", ["javascript:alert(document.cookie)", "file:///etc/passwd", "data:text/html,<b>x</b>", "//evil/x"]
+)
+def test_a_recording_url_that_is_not_http_is_not_kept(url: str) -> None:
+    (item,) = post({**FIXTURES["inbound_answered"], "recording_url": url}).items
+    assert "recording_url" not in item.data
+
+
+def test_an_https_recording_url_is_kept() -> None:
+    url = "https://pbx.example.com/rec/1795874590.18.wav"
+    (item,) = post({**FIXTURES["inbound_answered"], "recording_url": url}).items
+    assert item.data["recording_url"] == url

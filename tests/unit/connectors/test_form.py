@@ -339,3 +339,21 @@ def test_malformed_field_map_config_is_ignored():
     ch = channel(config={"field_map": ["not", "a", "mapping"], "honeypot_field": 5})
     (item,) = ADAPTER.handle(ch, request(b"name=A"), NOW).items
     assert item.sender.name == "A"
+
+
+def test_a_signed_body_replayed_under_new_idempotency_keys_is_one_submission():
+    """The dedupe key of a signed hook comes from the signed bytes, never an unsigned header."""
+    ch = channel(secrets={"hmac_secret": "k"})
+    body = json.dumps({"name": "A", "phone": "+79165550001"}).encode()
+    sig = hmac.new(b"k", body, hashlib.sha256).hexdigest()
+    keys = {
+        ADAPTER.handle(
+            ch,
+            request(body, "application/json", {"X-Signature": f"sha256={sig}", "Idempotency-Key": f"k-{n}"}),
+            NOW,
+        )
+        .items[0]
+        .idempotency_key
+        for n in range(4)
+    }
+    assert keys == {"form:ch1:sha256:" + hashlib.sha256(body).hexdigest()}

@@ -168,3 +168,12 @@ def test_mutated_payloads_give_a_hook_error_or_a_clean_record():
             assert item.occurred_at.tzinfo is not None
             json.dumps(item.data)
             assert all(isinstance(v, str) for v in item.utm.values())
+
+
+def test_a_channel_without_a_secret_refuses_leads_it_cannot_verify():
+    """VK signs every call with the Callback API secret: without one, a forged lead is refused."""
+    forged = fixture("vk_lead_forms_new.json", secret="anything")
+    assert error(forged, channel(secrets={"confirmation": "a1b2c3d4"})).status == 401
+    doc = json.loads(forged)
+    del doc["secret"]
+    assert error(json.dumps(doc).encode(), channel(secrets={"confirmation": "a1b2c3d4"})).status == 401

@@ -199,3 +199,21 @@ def test_token_bucket_allows_burst_then_asks_to_wait() -> None:
     assert wait == pytest.approx(0.5)
     assert rl.take("other", 100.0) == 0.0
     assert rl.take("k", 100.6) == 0.0
+
+
+def test_openapi_documents_410_for_erased_contacts_and_409_for_every_write() -> None:
+    schema = {
+        "paths": {
+            "/api/v1/contacts/{contact_id}": {
+                "get": {"responses": {"200": {}}},
+                "patch": {"requestBody": {"content": {}}, "responses": {"200": {}}},
+                "delete": {"responses": {"204": {}}},
+            },
+            "/api/v1/deals/{deal_id}": {"get": {"responses": {"200": {}}}},
+        }
+    }
+    paths = complete_openapi(schema)["paths"]
+    contact = paths["/api/v1/contacts/{contact_id}"]
+    assert {"410"} <= set(contact["get"]["responses"]) and "409" not in contact["get"]["responses"]
+    assert {"409", "410"} <= set(contact["patch"]["responses"]) and "409" in contact["delete"]["responses"]
+    assert "410" not in paths["/api/v1/deals/{deal_id}"]["get"]["responses"]
