@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -170,3 +171,66 @@ def delete_dead_test_namespaces(url: str) -> list[str]:
 def host_port(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     return parts.hostname or "127.0.0.1", parts.port or 5672
+
+
+class PrivateRabbit:
+    """A RabbitMQ node of a test's own (its node name, ports, config and data dir under a temp
+    dir), for tests that stop and start the broker without touching the shared one."""
+
+    def __init__(self, base: Path) -> None:
+        from shared.localmongo import free_port
+
+        self.dir = base
+        self.name = f"crmtest{uuid.uuid4().hex[:8]}@localhost"
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        self.env = {
+            **os.environ,
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(base / "log"),
+            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(base / "pid"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+
+    def ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["rabbitmqctl", "-n", self.name, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def start(self, timeout_s: float = 60) -> PrivateRabbit:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "rabbitmq.conf").write_text(
+            f"listeners.tcp.local = 127.0.0.1:{self.port}\nloopback_users = none\n"
+        )
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        if os.geteuid() == 0 and shutil.which("chown"):
+            subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(self.dir)], check=False)
+        subprocess.run(["rabbitmq-server", "-detached"], env=self.env, check=True, timeout=30)
+        self.wait_open(timeout_s)
+        return self
+
+    def wait_open(self, timeout_s: float = 60) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if port_open("127.0.0.1", self.port):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"private RabbitMQ did not open port {self.port}")
+
+    def stop(self) -> None:
+        try:
+            self.ctl("stop", timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
