@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from pymongo.errors import ConnectionFailure
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.audit import AuditMiddleware
@@ -28,7 +29,7 @@ from gateway.openapi import complete_openapi
 from gateway.routes import ROUTERS
 from shared.bus import READY_METHOD, RpcClient
 from shared.clock import Clock
-from shared.errors import AppError, Unauthorized, ValidationFailed, problem_from_pydantic
+from shared.errors import AppError, ServiceUnavailable, Unauthorized, ValidationFailed, problem_from_pydantic
 from shared.hub import SERVICES, Hub
 from shared.settings import Settings
 
@@ -135,6 +136,13 @@ def create_app(
                 title=str(exc.detail),
                 headers=dict(exc.headers or {}),  # a 405's Allow
             )
+        )
+
+    @app.exception_handler(ConnectionFailure)
+    async def _database_down(_: Request, exc: ConnectionFailure) -> JSONResponse:
+        log.warning("request failed: the database is unreachable")
+        return problem(
+            ServiceUnavailable("The database is unreachable; retry later.", headers={"Retry-After": "5"})
         )
 
     @app.exception_handler(Exception)

@@ -307,6 +307,7 @@ class ServiceConsumer:
         backoff_s: Callable[[int], float] | None = None,
         batch: Callable[[], AbstractAsyncContextManager[None]] | None = None,
         batch_max: int = 100,
+        unavailable: Callable[[BaseException], bool] | None = None,
     ) -> None:
         self.bus = bus
         self.sub = subscription
@@ -321,6 +322,8 @@ class ServiceConsumer:
         self.backoff_s = backoff_s or (lambda attempt: min(0.2 * 2**attempt, 3.0))
         self.batch = batch
         self.batch_max = batch_max
+        self.unavailable = unavailable
+        """Whether an error means a dependency is down (then the event waits instead of failing)."""
         self.handled = 0
         self.batches = 0
 
@@ -400,13 +403,24 @@ class ServiceConsumer:
         if not ready:
             return
         failed: int | None = None
-        try:
-            async with self.batch():
-                for i, (_, env, handler) in enumerate(ready):
-                    failed = i
-                    await handler(env)
-                failed = None  # the commit itself may still fail: then no event is to blame
-        except Exception:
+        error: BaseException | None = None
+        pause = 0.5
+        while True:
+            try:
+                async with self.batch():
+                    for i, (_, env, handler) in enumerate(ready):
+                        failed = i
+                        await handler(env)
+                    failed = None  # the commit itself may still fail: then no event is to blame
+            except Exception as exc:
+                if self._unreachable(exc):
+                    pause = await self._wait_for_dependency(pause)
+                    continue  # the same batch again, once the database answers
+                error = exc
+                break
+            failed = -1  # done
+            break
+        if failed != -1:
             log.info(
                 "batch rolled back; its events are handled one by one",
                 extra={"queue": self.queue_name, "size": len(ready)},
@@ -416,7 +430,7 @@ class ServiceConsumer:
                     attempt = self.attempts(message)
                     log.warning(
                         "event handler failed",
-                        exc_info=True,
+                        exc_info=error,
                         extra={"queue": self.queue_name, "event_id": env.event_id, "attempt": attempt + 1},
                     )
                     await self._retry(message, attempt, delay_s=self.backoff_s(attempt))
@@ -427,6 +441,19 @@ class ServiceConsumer:
         self.handled += len(ready)
         for message, _, _ in ready:
             await message.ack()
+
+    def _unreachable(self, exc: BaseException) -> bool:
+        return self.unavailable is not None and self.unavailable(exc)
+
+    async def _wait_for_dependency(self, pause: float) -> float:
+        """A dependency (the database) is unreachable: wait, then try the same events again. The
+        events stay unacknowledged meanwhile and their retry budget is left alone, so an outage
+        of any length dead-letters nothing."""
+        log.warning(
+            "the database is unreachable; events wait", extra={"queue": self.queue_name, "pause_s": pause}
+        )
+        await asyncio.sleep(pause)
+        return min(pause * 2, 5.0)
 
     def _parse(self, message: AbstractIncomingMessage) -> tuple[Envelope, EventHandler] | None:
         """The event and its handler, when this delivery can go into a batch."""
@@ -460,16 +487,22 @@ class ServiceConsumer:
         if handler is None:
             await message.ack()
             return
-        try:
-            await handler(env)
-        except Exception:
-            attempt = self.attempts(message)
-            log.exception(
-                "event handler failed",
-                extra={"queue": self.queue_name, "event_id": env.event_id, "attempt": attempt + 1},
-            )
-            await self._retry(message, attempt, delay_s=self.backoff_s(attempt))
-            return
+        pause = 0.5
+        while True:
+            try:
+                await handler(env)
+                break
+            except Exception as exc:
+                if self._unreachable(exc):
+                    pause = await self._wait_for_dependency(pause)
+                    continue  # an outage is not the event's attempt: it waits, unacknowledged
+                attempt = self.attempts(message)
+                log.exception(
+                    "event handler failed",
+                    extra={"queue": self.queue_name, "event_id": env.event_id, "attempt": attempt + 1},
+                )
+                await self._retry(message, attempt, delay_s=self.backoff_s(attempt))
+                return
         self.handled += 1
         await message.ack()
 
@@ -521,6 +554,8 @@ class RpcServer:
         self.methods: dict[str, RpcMethod] = {}
         self.concurrency = concurrency
         self.ready: Callable[[], bool] = lambda: True
+        self.unavailable: Callable[[BaseException], bool] = lambda exc: False
+        """Whether an error means a dependency is down (answered 503, not 500)."""
         """Whether the service has started (the answer to ``READY_METHOD``)."""
         self._channel: AbstractChannel | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -543,7 +578,15 @@ class RpcServer:
             result = await fn(body.get("ctx") or {}, body.get("args") or {})
         except AppError as exc:
             return {"ok": False, "error": exc.to_wire()}
-        except Exception:
+        except Exception as exc:
+            if self.unavailable(exc):
+                log.warning(
+                    "rpc method: the database is unreachable", extra={"service": self.service, "method": name}
+                )
+                err = ServiceUnavailable(
+                    "The database is unreachable; retry later.", headers={"Retry-After": "5"}
+                )
+                return {"ok": False, "error": err.to_wire()}
             log.exception("rpc method failed", extra={"service": self.service, "method": name})
             return {"ok": False, "error": AppError("internal error", status=500, code="internal").to_wire()}
         return {"ok": True, "result": to_jsonable_python(result)}

@@ -17,7 +17,7 @@ from shared.bus import (
 )
 from shared.clock import Clock, SystemClock
 from shared.crypto import SecretBox, load_or_create_key
-from shared.mongo import mongo_client, ping
+from shared.mongo import mongo_client, ping, unavailable
 from shared.service import Runtime, Service
 from shared.settings import Settings
 
@@ -100,6 +100,7 @@ class Hub:
                     prefetch=self.settings.consumer_prefetch,
                     batch=svc.store.batch if self.settings.consumer_batch > 1 else None,
                     batch_max=self.settings.consumer_batch,
+                    unavailable=unavailable,
                 )
                 await consumer.declare()
                 for old, rk in svc.legacy_queues:
@@ -113,6 +114,7 @@ class Hub:
                         )
                 self.consumers[svc.name] = consumer
             if svc.rpc.methods:
+                svc.rpc.unavailable = unavailable
                 await svc.rpc.start(rt.bus)
         for consumer in self.consumers.values():
             await consumer.start()

@@ -123,7 +123,9 @@ class LocalMongo:
 
 
 def _die_with_parent() -> None:
-    """Linux: the server gets SIGTERM when the hub process dies, however it dies."""
+    """Linux: the server gets SIGTERM when the hub process dies, however it dies. (The kernel
+    sends it when the *thread* that started the server ends: start it from a thread that lives
+    as long as the process, the main one.)"""
     try:
         import ctypes
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from pymongo import AsyncMongoClient, IndexModel, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
 from shared.clock import Clock, SystemClock, new_id
 from shared.events import Envelope, make_event
@@ -179,9 +179,9 @@ class Store:
         uow = UnitOfWork(self.db, batch.session, self.producer, self.clock.now(), emitted=batch.emitted)
         try:
             result = await fn(uow)
-        except AlreadyProcessed:
+        except (AlreadyProcessed, asyncio.CancelledError):
             raise
-        except BaseException as exc:
+        except Exception as exc:
             raise BatchFailed(str(exc)) from exc
         batch.units += 1
         return result
@@ -329,6 +329,18 @@ def _transient(exc: BaseException) -> bool:
     if isinstance(exc, PyMongoError) and exc.has_error_label("TransientTransactionError"):
         return True
     return isinstance(exc, OperationFailure) and exc.code in (112, 251)  # WriteConflict, NoSuchTransaction
+
+
+def unavailable(exc: BaseException | None) -> bool:
+    """The database could not be reached (down, restarting, a network cut): not the event's
+    fault. Looks through :class:`BatchFailed` and other wrappers to the cause."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, ConnectionFailure):
+            return True
+        exc = exc.__cause__
+        seen += 1
+    return False
 
 
 async def ping(client: AsyncMongoClient[dict[str, Any]]) -> bool:

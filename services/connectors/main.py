@@ -14,6 +14,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.errors import ConnectionFailure
 
 from gateway.middleware import BodyLimit
 from services.common.access import must, require_admin, tenant_of
@@ -412,6 +413,17 @@ class ConnectorsService(Service):
         return app
 
     async def receive_hook(self, channel_id: str, subpath: str, request: Request) -> Response:
+        try:
+            return await self._receive_hook(channel_id, subpath, request)
+        except ConnectionFailure:  # the database is unreachable: nothing was accepted, say so
+            log.warning("hook not accepted: the database is unreachable", extra={"channel_id": channel_id})
+            return problem(
+                ServiceUnavailable(
+                    "The hub's database is unreachable; retry later.", headers={"Retry-After": "5"}
+                )
+            )
+
+    async def _receive_hook(self, channel_id: str, subpath: str, request: Request) -> Response:
         client = request.client.host if request.client else "?"
         if wait := self.hook_limiter.check(channel_id, client, time.monotonic()):
             return problem(
