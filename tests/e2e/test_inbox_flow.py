@@ -87,7 +87,8 @@ def test_accept_announces_the_item_for_a_deal(admin: Api, hub: HubProcess, rabbi
         try:
             channel = await conn.channel()
             queue = await channel.declare_queue(
-                f"{hub.namespace}.test.{uuid.uuid4().hex[:8]}", auto_delete=True
+                f"{hub.namespace}.test.{uuid.uuid4().hex[:8]}",
+                exclusive=True,  # gone with the connection
             )
             await queue.bind(Topology(hub.namespace).events, routing_key="inbox.item_accepted.v1")
             accepted, item_id = await asyncio.to_thread(scenario)

@@ -94,7 +94,7 @@ def delete_namespace_queues(url: str, namespace: str) -> None:
 
     topology = topology_of(settings)
     queues = [
-        *topology.durable_queues(CONSUMING, SERVICES),
+        *topology.durable_queues((*CONSUMING, *TEST_SERVICES), SERVICES),
         *(f"{namespace}.{s}" for s in _legacy_suffixes()),
     ]
     try:
