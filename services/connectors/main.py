@@ -128,6 +128,7 @@ class ConnectorsService(Service):
         self._tasks.append(asyncio.create_task(self._health_loop(), name="connectors-ingress-health"))
 
     async def stop_ingress(self) -> None:
+        """Stop the background loops and write the health counts still in memory."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -140,15 +141,7 @@ class ConnectorsService(Service):
 
     async def on_stop(self) -> None:
         await self.mail.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
-        self._tasks.clear()
-        await self.flush_health()
+        await self.stop_ingress()
         if self.http:
             await self.http.aclose()
 
