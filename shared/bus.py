@@ -457,20 +457,29 @@ class ServiceConsumer:
 
     def _parse(self, message: AbstractIncomingMessage) -> tuple[Envelope, EventHandler] | None:
         """The event and its handler, when this delivery can go into a batch."""
-        if message.redelivered and "x-delivery-count" not in (message.headers or {}):
+        if self._uncounted_redelivery(message):
             return None
         try:
             env = Envelope.model_validate_json(message.body)
         except (ValidationError, ValueError):
             return None
+        handler = self._handler_for(env)
+        return None if handler is None else (env, handler)
+
+    @staticmethod
+    def _uncounted_redelivery(message: AbstractIncomingMessage) -> bool:
+        """Redelivered (a consumer died holding it) by a queue that does not count deliveries."""
+        return bool(message.redelivered) and "x-delivery-count" not in (message.headers or {})
+
+    def _handler_for(self, env: Envelope) -> EventHandler | None:
+        """The handler of the event's routing key, else the service's ``#`` one for a public event."""
         handler = self.sub.handlers.get(env.routing_key)
         if handler is None and is_public(env.event_type):
             handler = self.sub.handlers.get("#")
-        return None if handler is None else (env, handler)
+        return handler
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
-        headers = message.headers or {}
-        if message.redelivered and "x-delivery-count" not in headers:
+        if self._uncounted_redelivery(message):
             # A classic queue redelivers after a crash without counting: count it here, so a
             # message that kills its consumer every time still ends in the dead-letter queue.
             await self._retry(message, self.attempts(message), delay_s=0.0)
@@ -481,9 +490,7 @@ class ServiceConsumer:
             log.error("malformed envelope dead-lettered", extra={"queue": self.queue_name})
             await message.reject(requeue=False)
             return
-        handler = self.sub.handlers.get(env.routing_key)
-        if handler is None and is_public(env.event_type):
-            handler = self.sub.handlers.get("#")
+        handler = self._handler_for(env)
         if handler is None:
             await message.ack()
             return

@@ -175,6 +175,10 @@ class UrlGuard:
             addresses = await self.resolver(host.rstrip("."), port)
         except (OSError, TimeoutError) as exc:
             raise UrlRefused("does not resolve") from exc
+        return self._checked(host, port, addresses)
+
+    def _checked(self, host: str, port: int, addresses: list[str]) -> Target:
+        """The target for what ``host`` resolved to: refused when any address is not public."""
         if not addresses:
             raise UrlRefused("does not resolve")
         if not self.allow_private:
@@ -206,14 +210,7 @@ class UrlGuard:
         except OSError as exc:
             raise UrlRefused("does not resolve") from exc
         addresses = [str(i[4][0]) for i in infos]
-        if not addresses:
-            raise UrlRefused("does not resolve")
-        if not self.allow_private:
-            for a in addresses:
-                ip = parse_ip(a)
-                if ip is None or not is_public(ip):
-                    raise UrlRefused("resolves to a private, loopback or link-local address")
-        return Target(host, port, addresses[0])
+        return self._checked(host, port, addresses)
 
 
 class GuardedTransport(httpx.AsyncBaseTransport):
