@@ -107,7 +107,6 @@ class _Batch:
     session: AsyncClientSession
     emitted: list[Envelope] = field(default_factory=list)
     markers: dict[str, datetime] = field(default_factory=dict)
-    units: int = 0
 
 
 _BATCH: ContextVar[_Batch | None] = ContextVar("crm_store_batch", default=None)
@@ -183,7 +182,6 @@ class Store:
             raise
         except Exception as exc:
             raise BatchFailed(str(exc)) from exc
-        batch.units += 1
         return result
 
     async def consume(
