@@ -86,6 +86,17 @@ class Sender:
 
 
 @dataclass(frozen=True)
+class Thread:
+    """The channel thread a message belongs to: what a conversation is keyed by and answered on."""
+
+    key: str
+    """Stable within the channel: ``chat:<chat id>`` (Telegram), ``wa:<wa_id>`` (WhatsApp),
+    ``peer:<peer_id>`` (VK), ``chat:<chat id>`` (Avito), ``mail:<root Message-ID>`` (email)."""
+    address: dict[str, Any] = field(default_factory=dict)
+    """What a sender needs to answer on it (``chat_id``; ``to`` + ``references`` + ``subject``...)."""
+
+
+@dataclass(frozen=True)
 class Captured:
     """One unified interaction, as an adapter extracts it from a provider's payload."""
 
@@ -103,6 +114,25 @@ class Captured:
     service merges them into one timeline item, whatever order they arrive in."""
     utm: dict[str, str] = field(default_factory=dict)
     """First-touch attribution (``utm_source``...``utm_term``) when the provider has it."""
+    thread: Thread | None = None
+    """Set on messages (and email) that belong to a conversation the manager can answer."""
+    provider_message_id: str | None = None
+    """The provider's id of this message (Telegram ``message_id``, WhatsApp ``wamid``...)."""
+
+
+MessageState = Literal["sent", "delivered", "read", "failed"]
+
+
+@dataclass(frozen=True)
+class MessageStatus:
+    """A provider's report on a message we sent (WhatsApp ``statuses``, delivery receipts)."""
+
+    idempotency_key: str
+    provider_message_id: str
+    status: MessageState
+    occurred_at: datetime
+    error: str | None = None
+    """The provider's reason, for ``failed``."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +157,8 @@ class HookOutcome:
     """True when ``enrich`` must run (after the durable accept) to produce the items."""
     context: dict[str, Any] = field(default_factory=dict)
     """Anything ``enrich`` needs (e.g. Meta ``leadgen_id`` list)."""
+    statuses: tuple[MessageStatus, ...] = ()
+    """Delivery reports on messages we sent, carried in the same hook (WhatsApp)."""
 
 
 class HookError(Exception):
