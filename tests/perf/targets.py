@@ -1,0 +1,433 @@
+"""The messaging core's speed targets, measured on the whole hub beside this machine's ceilings.
+
+    python -m tests.perf.targets [--contacts 100000] [--burst-s 10] [--offered 200] [--paced-s 15]
+
+One run, on one machine, in this order:
+
+1. **Ceilings** of the parts the hub is built on, measured now so the hub's figures can be read as
+   a share of what the machine gives: a bare uvicorn app (same HTTP stack as the gateway) under the
+   same load client, aio-pika persistent publishes with confirms to a durable queue, and the
+   database's bulk insert rate (``insert_many`` of 500).
+2. **The hub** (``crm run all``: the gateway+ingress process and the workers process) on a fresh
+   namespace and an in-memory SecantusDB, with ``--contacts`` existing contacts (each with a
+   timeline item) seeded in bulk into the contacts database.
+3. **Burst**: ``--burst-s`` seconds of form hooks of new people from 50 connections (wrk). Measured: hooks accepted
+   per second (2xx, durable), captures per second end to end (first post until the last timeline
+   item is written: hook → contact resolved → on the timeline), the contact card's p99 (card +
+   first timeline page of seeded contacts, read all along) and the hub's peak RSS (every process
+   of the hub, not the database server).
+4. **Offered load**: hooks at ``--offered`` per second for ``--paced-s`` seconds (open loop); the
+   p99 of hook → timeline, from each hook's send time to its timeline item's ``created_at``.
+
+The figures are printed beside the targets and the ceilings; nothing here asserts (speed goals are
+checked by reading this output, never by a timed test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+from pymongo import AsyncMongoClient
+
+from shared.localmongo import LocalMongo, free_port
+from tests.perf.bench import contact_doc, timeline_doc
+from tests.support.hub import HubProcess
+from tests.support.servers import delete_namespace_queues, rabbit_url
+
+CONNECTIONS = 50
+BARE_APP = "tests.perf.bare_app:app"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def closed_loop(
+    n: int, concurrency: int, one: Callable[[int], Awaitable[None]]
+) -> tuple[float, list[float]]:
+    """``n`` calls of ``one`` with ``concurrency`` in flight: (seconds, latencies in seconds)."""
+    latencies: list[float] = []
+    counter = iter(range(n))
+
+    async def worker() -> None:
+        for i in counter:
+            t = time.perf_counter()
+            await one(i)
+            latencies.append(time.perf_counter() - t)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - start, latencies
+
+
+def client(base: str) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
+    return httpx.AsyncClient(base_url=base, timeout=60, limits=limits)
+
+
+# ---- ceilings -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Burst:
+    answers: int
+    seconds: float
+    failed: int
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def per_s(self) -> float:
+        return self.answers / self.seconds
+
+
+async def wrk_burst(url: str, seconds: float, offset: int = 0) -> Burst:
+    """Form posts from ``CONNECTIONS`` connections for ``seconds`` by wrk (a C load client, so the
+    client is not what is measured); every post a new person (``phone``/``ref`` from ``offset``)."""
+    proc = await asyncio.create_subprocess_exec(
+        "wrk",
+        "-t1",
+        f"-c{CONNECTIONS}",
+        f"-d{seconds:.0f}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(ROOT / "tests/perf/hooks.lua"),
+        url,
+        env={**os.environ, "WRK_OFFSET": str(offset)},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdout, _ = await proc.communicate()
+    line = next(x for x in stdout.decode().splitlines() if x.startswith("WRK "))
+    answers, duration_us, failed, p50, p99 = (int(x) for x in line.split()[1:])
+    return Burst(answers, duration_us / 1e6, failed, p50 / 1000, p99 / 1000)
+
+
+async def bare_uvicorn_ceiling(seconds: float) -> float:
+    """Requests/s a do-nothing ASGI app answers to the same load (uvicorn as the gateway runs it)."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "uvicorn", BARE_APP, "--port", str(port), "--log-level", "warning", cwd=ROOT
+    )
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(100):
+                try:
+                    await http.get(f"http://127.0.0.1:{port}/")
+                    break
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.1)
+        burst = await wrk_burst(f"http://127.0.0.1:{port}/hooks/x", seconds)
+    finally:
+        proc.terminate()
+        await proc.wait()
+    return burst.per_s
+
+
+async def publish_ceiling(url: str, namespace: str, n: int) -> float:
+    """Persistent messages/s aio-pika publishes with confirms to a durable classic queue."""
+    connection = await aio_pika.connect_robust(url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        queue = await channel.declare_queue(f"{namespace}.ceiling", durable=True)
+        body = b"x" * 700  # about one hook.received envelope
+
+        async def one(i: int) -> None:
+            await channel.default_exchange.publish(
+                aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=queue.name,
+            )
+
+        seconds, _ = await closed_loop(n, CONNECTIONS, one)
+        await queue.delete(if_unused=False, if_empty=False)
+    finally:
+        await connection.close()
+    return n / seconds
+
+
+async def bulk_insert_ceiling(mongo: AsyncMongoClient[Any], n: int = 10_000) -> float:
+    """Documents/s of ``insert_many`` in batches of 500 (timeline-sized documents)."""
+    coll = mongo["perf_ceiling"]["docs"]
+    now = datetime.now(UTC)
+    start = time.perf_counter()
+    for base in range(0, n, 500):
+        await coll.insert_many([timeline_doc(i, now) for i in range(base, base + 500)])
+    seconds = time.perf_counter() - start
+    await mongo.drop_database("perf_ceiling")
+    return n / seconds
+
+
+# ---- the hub ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Sampler:
+    """Peak RSS of a process tree and card-read latencies, sampled while the load runs."""
+
+    root_pid: int
+    peak_rss_mb: float = 0.0
+    card_ms: list[float] = field(default_factory=list)
+
+    def rss_mb(self) -> float:
+        pids = [self.root_pid]
+        out = subprocess.run(["ps", "-eo", "pid=,ppid=,rss="], capture_output=True, text=True).stdout
+        rows = [tuple(int(x) for x in line.split()) for line in out.splitlines() if line.strip()]
+        total = 0
+        for pid in pids:
+            for row_pid, ppid, rss in rows:
+                if row_pid == pid:
+                    total += rss
+                if ppid == pid and row_pid not in pids:
+                    pids.append(row_pid)
+        return total / 1024
+
+    async def watch_rss(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.peak_rss_mb = max(self.peak_rss_mb, await asyncio.to_thread(self.rss_mb))
+            await asyncio.sleep(0.5)
+
+    async def read_cards(
+        self, http: httpx.AsyncClient, auth: dict[str, str], seeded: int, stop: asyncio.Event
+    ) -> None:
+        """A manager opening cards all along: card + first timeline page, ~10 a second."""
+        while not stop.is_set():
+            cid = f"c{random.randrange(seeded):08d}"
+            t = time.perf_counter()
+            card = await http.get(f"/api/v1/contacts/{cid}", headers=auth)
+            page = await http.get(f"/api/v1/contacts/{cid}/timeline", params={"limit": 50}, headers=auth)
+            self.card_ms.append((time.perf_counter() - t) * 1000)
+            assert card.status_code == 200 and page.status_code == 200, (card.text, page.text)
+            await asyncio.sleep(0.1)
+
+
+async def seed(mongo: AsyncMongoClient[Any], db_name: str, tenant_id: str, n: int) -> float:
+    db = mongo[db_name]
+    now = datetime.now(UTC)
+    start = time.perf_counter()
+    for base in range(0, n, 2000):
+        stop = min(n, base + 2000)
+        contacts = [contact_doc(i, now) | {"tenant_id": tenant_id} for i in range(base, stop)]
+        items = [timeline_doc(i, now) | {"tenant_id": tenant_id} for i in range(base, stop)]
+        await db.contacts.insert_many(contacts, ordered=False)
+        await db.timeline.insert_many(items, ordered=False)
+        if stop % 20_000 == 0:
+            print(f"  seeded {stop}", flush=True)
+    return time.perf_counter() - start
+
+
+async def wait_for_items(
+    timeline: Any, channel_id: str, expected: int, limit_s: float
+) -> tuple[int, datetime | None]:
+    """Wait until ``expected`` timeline items of the channel exist (or ``limit_s`` passed)."""
+    deadline = time.monotonic() + limit_s
+    count = 0
+    while time.monotonic() < deadline:
+        count = await timeline.count_documents({"channel_id": channel_id})
+        if count >= expected:
+            break
+        await asyncio.sleep(0.25)
+    last = await timeline.find_one({"channel_id": channel_id}, sort=[("created_at", -1)])
+    return count, (last or {}).get("created_at")
+
+
+async def settled(timeline: Any, channel_id: str, count: int) -> tuple[int, datetime | None]:
+    """The channel's timeline count once it has not grown for 3 s."""
+    while True:
+        await asyncio.sleep(3)
+        now = await timeline.count_documents({"channel_id": channel_id})
+        if now == count:
+            break
+        count = now
+    last = await timeline.find_one({"channel_id": channel_id}, sort=[("created_at", -1)])
+    return count, (last or {}).get("created_at")
+
+
+async def hub_run(args: argparse.Namespace, hub: HubProcess, mongo: AsyncMongoClient[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    async with client(hub.url) as http:
+        root = {"Authorization": f"Bearer {hub.root_token}"}
+        tenant = (await http.post("/api/v1/tenants", json={"name": "bench"}, headers=root)).json()
+        auth = {"Authorization": f"Bearer {tenant['api_key']}"}
+        channel = (
+            await http.post(
+                "/api/v1/channels", json={"kind": "form", "name": "bench", "intake": "auto"}, headers=auth
+            )
+        ).json()
+        hook = channel["webhook_url"]
+        out["seed_s"] = round(
+            await seed(mongo, f"{hub.namespace}_contacts", tenant["tenant_id"], args.contacts), 1
+        )
+        timeline = mongo[f"{hub.namespace}_contacts"].timeline
+        assert hub.proc is not None
+        sampler = Sampler(hub.proc.pid)
+        stop = asyncio.Event()
+        watchers = [
+            asyncio.create_task(sampler.watch_rss(stop)),
+            asyncio.create_task(sampler.read_cards(http, auth, args.contacts, stop)),
+        ]
+
+        began = datetime.now(UTC)
+        burst = await wrk_burst(hook, args.burst_s)
+        out["accepted_per_s"] = burst.per_s
+        out["accept_p50_ms"] = burst.p50_ms
+        out["accept_p99_ms"] = burst.p99_ms
+        out["accept_failed"] = burst.failed
+        out["burst_hooks"] = burst.answers
+        # wrk may leave a few posts in flight when it stops: wait for what was answered, then
+        # until the count stands still, and take the rate of what landed
+        count, last = await wait_for_items(timeline, channel["id"], burst.answers - burst.failed, args.wait_s)
+        count, last = await settled(timeline, channel["id"], count)
+        if count < burst.answers - burst.failed or last is None:
+            out["captured_per_s"] = float("nan")
+            out["captured_in_time"] = f"{count} of {burst.answers} in {args.wait_s:.0f} s"
+        else:
+            out["captured_per_s"] = count / (last - began).total_seconds()
+        landed = count
+        out["card_p99_ms"] = pct(sampler.card_ms, 99)
+        out["card_reads"] = len(sampler.card_ms)
+
+        # open loop at the offered rate
+        sent_at: dict[str, float] = {}
+        total = int(args.offered * args.paced_s)
+        base = 1_000_000
+        epoch = time.time()
+
+        async def paced(i: int) -> None:
+            ref = f"p{i}"
+            sent_at[ref] = time.time()
+            r = await http.post(
+                hook, data={"name": f"Клиент {base + i}", "phone": f"+7915{base + i:07d}", "ref": ref}
+            )
+            assert r.status_code == 200, r.text
+
+        tasks = []
+        for i in range(total):
+            delay = epoch + i / args.offered - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(paced(i)))
+        await asyncio.gather(*tasks)
+        count, _ = await wait_for_items(timeline, channel["id"], landed + total, args.wait_s)
+        lag: list[float] = []
+        async for item in timeline.find(
+            {"channel_id": channel["id"], "data.fields.ref": {"$in": list(sent_at)}},
+            {"created_at": 1, "data.fields.ref": 1},
+        ):
+            lag.append(item["created_at"].timestamp() - sent_at[item["data"]["fields"]["ref"]])
+        out["offered_per_s"] = args.offered
+        out["hook_to_timeline_p50_s"] = pct(lag, 50)
+        out["hook_to_timeline_p99_s"] = pct(lag, 99) if len(lag) == total else float("nan")
+        out["paced_on_timeline"] = f"{len(lag)} of {total}"
+        stop.set()
+        await asyncio.gather(*watchers)
+        out["hub_peak_rss_mb"] = sampler.peak_rss_mb
+    return out
+
+
+# ---- the report --------------------------------------------------------------------------------
+
+TARGETS = (
+    # figure, target, comparison, ceiling it is a share of
+    ("accepted_per_s", 1000, ">=", "bare_uvicorn_per_s"),
+    ("captured_per_s", 300, ">=", "bulk_insert_docs_per_s"),
+    ("hook_to_timeline_p99_s", 2.0, "<=", None),
+    ("hub_peak_rss_mb", 500, "<=", None),
+    ("card_p99_ms", 50, "<=", None),
+)
+
+
+def report(result: dict[str, Any]) -> str:
+    lines = ["", f"{'figure':<24} {'measured':>10} {'target':>9} {'met':>4}   ceiling (ratio)"]
+    for name, target, cmp, ceiling in TARGETS:
+        value = float(result.get(name, float("nan")))
+        met = value >= target if cmp == ">=" else value <= target
+        extra = ""
+        if ceiling:
+            top = float(result[ceiling])
+            extra = f"{ceiling} {top:,.0f} ({value / top:.1%})"
+        lines.append(f"{name:<24} {value:>10.1f} {cmp}{target:>7} {'yes' if met else 'no':>4}   {extra}")
+    publish = float(result["publish_confirm_per_s"])
+    lines.append(
+        f"{'accepted vs publish':<24} {result['accepted_per_s']:>10.1f} {'':>9} {'':>4}   "
+        f"publish_confirm_per_s {publish:,.0f} ({result['accepted_per_s'] / publish:.1%})"
+    )
+    lines.append("")
+    lines += [f"{k:<24} {v:.1f}" if isinstance(v, float) else f"{k:<24} {v}" for k, v in result.items()]
+    return "\n".join(lines)
+
+
+async def ceilings(
+    args: argparse.Namespace, rabbit: str, namespace: str, mongo: AsyncMongoClient[Any]
+) -> dict[str, float]:
+    return {
+        "bare_uvicorn_per_s": await bare_uvicorn_ceiling(5),
+        "publish_confirm_per_s": await publish_ceiling(rabbit, namespace, args.ceiling_n),
+        "bulk_insert_docs_per_s": await bulk_insert_ceiling(mongo),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--contacts", type=int, default=100_000)
+    parser.add_argument("--burst-s", type=float, default=10, help="seconds of hooks from 50 connections")
+    parser.add_argument("--offered", type=float, default=200)
+    parser.add_argument("--paced-s", type=float, default=15)
+    parser.add_argument("--wait-s", type=float, default=300, help="longest wait for the timeline")
+    parser.add_argument("--ceiling-n", type=int, default=5000)
+    parser.add_argument("--one-process", action="store_true", help="crm run all --one-process")
+    args = parser.parse_args()
+    random.seed(7)
+    rabbit = rabbit_url()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = LocalMongo(":memory:", log_path=Path(tmp) / "mongo.log").start()
+        hub = HubProcess(
+            rabbit_url=rabbit,
+            mongo_url=server.url,
+            data_dir=Path(tmp) / "hub",
+            namespace=f"bench{uuid.uuid4().hex[:6]}",
+            env={"CRM_LOG_LEVEL": "WARNING"},
+            args=("--one-process",) if args.one_process else (),
+        )
+
+        async def everything() -> dict[str, Any]:
+            mongo: AsyncMongoClient[Any] = AsyncMongoClient(server.url, tz_aware=True)
+            try:
+                result: dict[str, Any] = await ceilings(args, rabbit, hub.namespace, mongo)
+                print("ceilings:", {k: round(v) for k, v in result.items()}, flush=True)
+                hub.start()
+                result |= await hub_run(args, hub, mongo)
+                return result
+            finally:
+                await mongo.close()
+
+        try:
+            result = asyncio.run(everything())
+        finally:
+            hub.stop()
+            server.stop()
+            delete_namespace_queues(rabbit, hub.namespace)
+    result = {"contacts": args.contacts, "burst_s": args.burst_s, **result}
+    print(report(result))
+
+
+if __name__ == "__main__":
+    main()
