@@ -24,6 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 bench: $(STAMP)  ## performance harness (not part of make test): the targets beside the ceilings
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	$(BIN)/python -m tests.perf.targets
 	$(BIN)/python -m tests.perf.bench
 

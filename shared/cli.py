@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from shared.bus import BrokerUnreachable, drop_namespace
@@ -48,6 +48,17 @@ async def _until_stopped(stop: asyncio.Event, aw: Awaitable[Any]) -> Any:
     task.cancel()
     await asyncio.wait({task}, timeout=2)  # never waits on a task that ignores the cancel
     raise Stopped()
+
+
+def _on_loop(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run`` on the configured event loop (``CRM_EVENT_LOOP``)."""
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main)
+    else:
+        asyncio.run(main)
 
 
 async def _serve(
@@ -148,12 +159,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                 mongo_url=mongo_url,
                 ingress=args.ingress,
             )
-            asyncio.run(
-                _serve(app.state.startup, app.state.shutdown, app, settings, args.port or settings.port)
+            _on_loop(
+                settings,
+                _serve(app.state.startup, app.state.shutdown, app, settings, args.port or settings.port),
             )
         elif args.what == "workers":
             hub = Hub(settings, list(SERVICES), mongo_url=mongo_url)
-            asyncio.run(_serve(hub.start, hub.stop, None, settings, 0))
+            _on_loop(settings, _serve(hub.start, hub.stop, None, settings, 0))
         elif args.what == "connectors":
             from fastapi import FastAPI
 
@@ -164,10 +176,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             assert isinstance(svc, ConnectorsService)
             ingress = FastAPI()
             ingress.mount("/", svc.ingress_app())
-            asyncio.run(_serve(hub.start, hub.stop, ingress, settings, args.port or settings.port + 1))
+            _on_loop(settings, _serve(hub.start, hub.stop, ingress, settings, args.port or settings.port + 1))
         else:
             hub = Hub(settings, [args.what], mongo_url=mongo_url)
-            asyncio.run(_serve(hub.start, hub.stop, None, settings, 0))
+            _on_loop(settings, _serve(hub.start, hub.stop, None, settings, 0))
     except BrokerUnreachable as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     broker_timeout_s: float = 30.0
     """How long start-up waits for the broker to answer one step (handshake, a declare) before
     the process exits with an error naming the broker URL and the step."""
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    """The event loop of every hub process (uvloop: libuv, measured faster in tests/perf)."""
     consumer_prefetch: int = 200
     """Unacknowledged events one service's consumer holds at once."""
     consumer_batch: int = 100

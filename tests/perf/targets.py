@@ -188,17 +188,41 @@ class Sampler:
     card_ms: list[float] = field(default_factory=list)
 
     def rss_mb(self) -> float:
-        pids = [self.root_pid]
-        out = subprocess.run(["ps", "-eo", "pid=,ppid=,rss="], capture_output=True, text=True).stdout
+        total_kb = 0
+        for pid in self.tree():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            total_kb += next((int(x.split()[1]) for x in status.splitlines() if x.startswith("VmRSS:")), 0)
+        return total_kb / 1024
+
+    def cpu_s(self, extra: dict[str, int]) -> dict[str, float]:
+        """CPU seconds (user + system) so far of each process of the tree, named by its role
+        (``crm run <what>``), and of ``extra`` processes (the database server)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out: dict[str, float] = {}
+        pids = {pid: name for name, pid in extra.items()}
+        for pid in self.tree():
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            words = [w.decode(errors="replace") for w in cmd if w]
+            role = words[words.index("run") + 1] if "run" in words else Path(words[0]).name
+            pids[pid] = "supervisor" if role == "all" and pid == self.root_pid else role
+        for pid, name in pids.items():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        return out
+
+    def tree(self) -> list[int]:
+        out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout
         rows = [tuple(int(x) for x in line.split()) for line in out.splitlines() if line.strip()]
-        total = 0
+        pids = [self.root_pid]
         for pid in pids:
-            for row_pid, ppid, rss in rows:
-                if row_pid == pid:
-                    total += rss
-                if ppid == pid and row_pid not in pids:
-                    pids.append(row_pid)
-        return total / 1024
+            pids += [child for child, ppid in rows if ppid == pid and child not in pids]
+        return pids
 
     async def watch_rss(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -261,7 +285,9 @@ async def settled(timeline: Any, channel_id: str, count: int) -> tuple[int, date
     return count, (last or {}).get("created_at")
 
 
-async def hub_run(args: argparse.Namespace, hub: HubProcess, mongo: AsyncMongoClient[Any]) -> dict[str, Any]:
+async def hub_run(
+    args: argparse.Namespace, hub: HubProcess, mongo: AsyncMongoClient[Any], extra: dict[str, int]
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     async with client(hub.url) as http:
         root = {"Authorization": f"Bearer {hub.root_token}"}
@@ -286,6 +312,8 @@ async def hub_run(args: argparse.Namespace, hub: HubProcess, mongo: AsyncMongoCl
         ]
 
         began = datetime.now(UTC)
+        cpu_before = sampler.cpu_s(extra)
+        ops_before = (await mongo.admin.command("serverStatus"))["opcounters"]
         burst = await wrk_burst(hook, args.burst_s)
         out["accepted_per_s"] = burst.per_s
         out["accept_p50_ms"] = burst.p50_ms
@@ -302,6 +330,15 @@ async def hub_run(args: argparse.Namespace, hub: HubProcess, mongo: AsyncMongoCl
         else:
             out["captured_per_s"] = count / (last - began).total_seconds()
         landed = count
+        cpu_after = sampler.cpu_s(extra)
+        ops_after = (await mongo.admin.command("serverStatus"))["opcounters"]
+        for op, n in ops_after.items():
+            # database operations one hook costs, all services together (the bench's own polls
+            # of the timeline count in "command"/"query": a few per second)
+            out[f"db_{op}_per_hook"] = (n - ops_before.get(op, 0)) / max(1, count)
+        for name, spent in cpu_after.items():
+            # what one hook costs each process, from the accept to its timeline item and events
+            out[f"cpu_ms_per_hook_{name}"] = (spent - cpu_before.get(name, 0.0)) * 1000 / max(1, count)
         out["card_p99_ms"] = pct(sampler.card_ms, 99)
         out["card_reads"] = len(sampler.card_ms)
 
@@ -341,6 +378,11 @@ async def hub_run(args: argparse.Namespace, hub: HubProcess, mongo: AsyncMongoCl
         await asyncio.gather(*watchers)
         out["hub_peak_rss_mb"] = sampler.peak_rss_mb
     return out
+
+
+def server_pid(server: LocalMongo) -> int:
+    assert server.proc is not None
+    return server.proc.pid
 
 
 # ---- the report --------------------------------------------------------------------------------
@@ -414,7 +456,7 @@ def main() -> None:
                 result: dict[str, Any] = await ceilings(args, rabbit, hub.namespace, mongo)
                 print("ceilings:", {k: round(v) for k, v in result.items()}, flush=True)
                 hub.start()
-                result |= await hub_run(args, hub, mongo)
+                result |= await hub_run(args, hub, mongo, {"database": server_pid(server)})
                 return result
             finally:
                 await mongo.close()
