@@ -24,6 +24,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
+from shared import dbprofile
 from shared.clock import Clock, SystemClock, new_id
 from shared.events import Envelope, make_event
 
@@ -41,6 +42,7 @@ def mongo_client(url: str) -> AsyncMongoClient[dict[str, Any]]:
         serverSelectionTimeoutMS=5000,
         connectTimeoutMS=5000,
         socketTimeoutMS=30000,
+        event_listeners=dbprofile.listeners(),
     )
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import subprocess
@@ -306,10 +307,9 @@ async def hub_run(
         assert hub.proc is not None
         sampler = Sampler(hub.proc.pid)
         stop = asyncio.Event()
-        watchers = [
-            asyncio.create_task(sampler.watch_rss(stop)),
-            asyncio.create_task(sampler.read_cards(http, auth, args.contacts, stop)),
-        ]
+        watchers = [asyncio.create_task(sampler.watch_rss(stop))]
+        if not args.db_profile:  # card reads would mix their queries into the hooks' own
+            watchers.append(asyncio.create_task(sampler.read_cards(http, auth, args.contacts, stop)))
 
         began = datetime.now(UTC)
         cpu_before = sampler.cpu_s(extra)
@@ -374,10 +374,22 @@ async def hub_run(
         out["hook_to_timeline_p50_s"] = pct(lag, 50)
         out["hook_to_timeline_p99_s"] = pct(lag, 99) if len(lag) == total else float("nan")
         out["paced_on_timeline"] = f"{len(lag)} of {total}"
+        out["hooks_in_all"] = landed + len(lag)
         stop.set()
         await asyncio.gather(*watchers)
         out["hub_peak_rss_mb"] = sampler.peak_rss_mb
     return out
+
+
+def db_profile(directory: Path, namespace: str, hooks: int) -> list[tuple[str, float]]:
+    """The counts ``CRM_DB_PROFILE`` left (``shared/dbprofile.py``), summed and divided by hooks."""
+    total: dict[str, int] = {}
+    for path in directory.glob("db-*.json"):
+        for key, n in json.loads(path.read_text()).items():
+            key = key.removeprefix(f"{namespace}_")
+            total[key] = total.get(key, 0) + n
+    ranked = sorted(total.items(), key=lambda kv: -kv[1])
+    return [(key, n / max(1, hooks)) for key, n in ranked if n / max(1, hooks) >= 0.05]
 
 
 def server_pid(server: LocalMongo) -> int:
@@ -436,6 +448,9 @@ def main() -> None:
     parser.add_argument("--wait-s", type=float, default=300, help="longest wait for the timeline")
     parser.add_argument("--ceiling-n", type=int, default=5000)
     parser.add_argument("--one-process", action="store_true", help="crm run all --one-process")
+    parser.add_argument(
+        "--db-profile", action="store_true", help="count the hub's database commands per hook (no card reads)"
+    )
     args = parser.parse_args()
     random.seed(7)
     rabbit = rabbit_url()
@@ -446,7 +461,8 @@ def main() -> None:
             mongo_url=server.url,
             data_dir=Path(tmp) / "hub",
             namespace=f"bench{uuid.uuid4().hex[:6]}",
-            env={"CRM_LOG_LEVEL": "WARNING"},
+            env={"CRM_LOG_LEVEL": "WARNING"}
+            | ({"CRM_DB_PROFILE": str(Path(tmp) / "dbprofile")} if args.db_profile else {}),
             args=("--one-process",) if args.one_process else (),
         )
 
@@ -467,8 +483,12 @@ def main() -> None:
             hub.stop()
             server.stop()
             delete_namespace_queues(rabbit, hub.namespace)
+        profile = db_profile(Path(tmp) / "dbprofile", hub.namespace, int(result["hooks_in_all"]))
     result = {"contacts": args.contacts, "burst_s": args.burst_s, **result}
     print(report(result))
+    if profile:
+        print("\ndatabase commands per hook, all processes (database.collection.command):")
+        print("\n".join(f"  {n:6.2f}  {key}" for key, n in profile))
 
 
 if __name__ == "__main__":
