@@ -24,7 +24,7 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 SERVICES: dict[str, str] = {
-    "contacts": "services.contacts.main:ContactsService",
+    "contacts": "services.contacts.service:ContactsService",
     "deals": "services.deals.main:DealsService",
     "tasks": "services.tasks.main:TasksService",
     "analytics": "services.analytics.main:AnalyticsService",
