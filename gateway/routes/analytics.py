@@ -12,20 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.deps import GW, Auth
 from gateway.lookup import pick
+from services.analytics.api import ReportName
 
 router = APIRouter(prefix="/api/v1", tags=["analytics"])
 
-ReportName = Literal[
-    "funnel",
-    "conversion",
-    "cycle-time",
-    "sources",
-    "plan-vs-actual",
-    "forecast",
-    "ltv-cac",
-    "activity",
-    "response-time",
-]
 Period = Annotated[str, Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2026-11"])]
 
 

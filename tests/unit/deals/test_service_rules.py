@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.deals import domain as d
-from services.deals.main import (
+from services.deals.service import (
     IX_CONTACT,
     IX_OWNER,
     IX_PIPELINE,

@@ -103,6 +103,11 @@ def _as_stored(task: d.Task) -> d.Task:
     return dataclasses.replace(task, **changes)
 
 
+def _version_key(task: d.Task) -> Callable[[Mapping[str, Any]], str]:
+    """Idempotency keys of a task's events: one per event type and task version."""
+    return lambda ev: f"{ev['event_type']}:{task.id}:v{task.version}"
+
+
 class TasksService(Service):
     name = "tasks"
     scheduler_batch: ClassVar[int] = 200
@@ -235,19 +240,6 @@ class TasksService(Service):
 
     # ---- helpers ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _emit_all(
-        uow: UnitOfWork, tenant: str, task: d.Task, events: list[d.Event], caused_by: Envelope | None = None
-    ) -> None:
-        for ev in events:
-            uow.emit(
-                ev["event_type"],
-                tenant,
-                ev["payload"],
-                idempotency_key=f"{ev['event_type']}:{task.id}:v{task.version}",
-                caused_by=caused_by,
-            )
-
     async def _visible_task(self, ctx: dict[str, Any], task_id: str) -> d.Task:
         doc = must(await self.db.tasks.find_one({**read_filter(ctx, "assignee_id"), "_id": task_id}), "task")
         return d.Task.from_doc(doc)
@@ -278,7 +270,7 @@ class TasksService(Service):
                 )
                 if res.matched_count == 0:
                     return False
-                self._emit_all(uow, old.tenant_id, new, events)
+                uow.emit_all(old.tenant_id, events, key_of=_version_key(new))
                 return True
 
             if await self.store.atomic(unit):
@@ -301,7 +293,7 @@ class TasksService(Service):
                 body, task_id=new_id(), tenant_id=tenant, now=uow.now, created_by=ctx.get("user_id")
             )
             await uow.db.tasks.insert_one(task.to_doc(), session=uow.session)
-            self._emit_all(uow, tenant, task, events)
+            uow.emit_all(tenant, events, key_of=_version_key(task))
             return task
 
         task = await self.store.atomic(unit)
@@ -378,7 +370,7 @@ class TasksService(Service):
                 )
                 if res.matched_count:
                     _, events = d.reassign_task(old, cmd.to_user_id, uow.now)
-                    self._emit_all(uow, tenant, new, events)
+                    uow.emit_all(tenant, events, key_of=_version_key(new))
                     moved.append(new.id)
             return moved
 
@@ -563,14 +555,15 @@ class TasksService(Service):
     # ---- events -----------------------------------------------------------------------------
 
     async def on_rule_event(self, env: Envelope) -> None:
-        for attempt in range(3):
-            try:
-                await self.store.consume(env, CONSUMER_RULES, lambda uow: self._run_rules(uow, env))
-                return
-            except DuplicateKeyError:
-                # another replica made the same rule task from a twin event: the retry skips it
-                if attempt == 2:
-                    raise
+        # DuplicateKeyError: another replica made the same rule task from a twin event; the
+        # retry skips it
+        await self.store.consume(
+            env,
+            CONSUMER_RULES,
+            lambda uow: self._run_rules(uow, env),
+            retry_on=(DuplicateKeyError,),
+            attempts=3,
+        )
 
     async def _run_rules(self, uow: UnitOfWork, env: Envelope) -> int:
         tenant = env.tenant_id

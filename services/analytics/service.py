@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from pymongo import ASCENDING, IndexModel
 
 from services.analytics import reports
+from services.analytics.api import REPORTS
 from services.common.access import require_admin, tenant_of
 from shared.clock import as_utc, new_id
 from shared.csvsafe import csv_table
@@ -16,17 +17,6 @@ from shared.events import Envelope
 from shared.mongo import UnitOfWork
 from shared.service import Service
 
-REPORTS = (
-    "funnel",
-    "conversion",
-    "cycle-time",
-    "sources",
-    "plan-vs-actual",
-    "forecast",
-    "ltv-cac",
-    "activity",
-    "response-time",
-)
 CONSUMER = "analytics.readmodel"
 MAX_ROWS = 200_000
 

@@ -19,7 +19,7 @@ Collections (database ``<ns>_deals``):
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
@@ -58,19 +58,6 @@ class StaleWrite(Exception):
 
 def _micros(at: datetime) -> int:
     return (d.as_utc(at) - EPOCH) // timedelta(microseconds=1)
-
-
-def _emit_all(
-    uow: UnitOfWork,
-    tenant_id: str,
-    events: Sequence[d.Event],
-    *,
-    caused_by: Envelope | None = None,
-    idempotency_key: str | None = None,
-) -> None:
-    for i, event in enumerate(events):
-        key = idempotency_key if i == 0 or idempotency_key is None else f"{idempotency_key}:{i}"
-        uow.emit(event["event_type"], tenant_id, event["payload"], idempotency_key=key, caused_by=caused_by)
 
 
 async def _deals_of_contact(
@@ -138,27 +125,6 @@ class DealsService(Service):
             self.rpc.method(name)(getattr(self, name))
 
     # ---- plumbing -----------------------------------------------------------------------------
-
-    async def _atomic(self, fn: Callable[[UnitOfWork], Awaitable[T]], attempts: int = 5) -> T:
-        """``store.atomic`` that also runs the unit again after a lost optimistic-concurrency race."""
-        for attempt in range(attempts):
-            try:
-                return await self.store.atomic(fn)
-            except StaleWrite:
-                if attempt + 1 == attempts:
-                    raise
-        raise AssertionError("unreachable")
-
-    async def _consume(
-        self, env: Envelope, consumer: str, fn: Callable[[UnitOfWork], Awaitable[Any]]
-    ) -> None:
-        for attempt in range(5):
-            try:
-                await self.store.consume(env, consumer, fn)
-                return
-            except StaleWrite:
-                if attempt == 4:
-                    raise
 
     async def _pipelines(self, uow: UnitOfWork | None, tenant: str) -> list[d.Pipeline]:
         session = uow.session if uow else None
@@ -259,12 +225,12 @@ class DealsService(Service):
                 data["default"] = True  # a tenant's first pipeline is its default one
             pipeline, events = d.create_pipeline(tenant, data, new_id, uow.now)
             await uow.db.pipelines.insert_one(pipeline.to_doc(), session=uow.session)
-            _emit_all(uow, tenant, events)
+            uow.emit_all(tenant, events)
             if pipeline.default:
                 await self._demote(uow, others, pipeline.id)
             return pipeline
 
-        return (await self._atomic(unit)).to_public()
+        return (await self.store.atomic(unit, retry_on=(StaleWrite,))).to_public()
 
     async def _demote(self, uow: UnitOfWork, pipelines: Sequence[d.Pipeline], default_id: str) -> None:
         for demoted, events in d.demote_other_defaults(pipelines, default_id, uow.now):
@@ -273,7 +239,7 @@ class DealsService(Service):
                 {"$set": {"default": False, "updated_at": demoted.updated_at}},
                 session=uow.session,
             )
-            _emit_all(uow, demoted.tenant_id, events)
+            uow.emit_all(demoted.tenant_id, events)
 
     async def _stage_counts(self, uow: UnitOfWork | None, pipeline: d.Pipeline) -> dict[str, int]:
         session = uow.session if uow else None
@@ -325,10 +291,10 @@ class DealsService(Service):
                     {"$set": {"default": True}},
                     session=uow.session,
                 )
-            _emit_all(uow, tenant, events)
+            uow.emit_all(tenant, events)
             return current
 
-        deleted = await self._atomic(unit)
+        deleted = await self.store.atomic(unit, retry_on=(StaleWrite,))
         # A deal written by a transaction that read the pipeline before the delete committed may
         # have landed in it: then the pipeline comes back and the delete is refused after all.
         held = await self.db.deals.count_documents({"tenant_id": tenant, "pipeline_id": deleted.id})
@@ -337,9 +303,9 @@ class DealsService(Service):
             async def undo(uow: UnitOfWork) -> None:
                 back, events = d.restore_pipeline(deleted, uow.now)
                 await uow.db.pipelines.insert_one(back.to_doc(), session=uow.session)
-                _emit_all(uow, tenant, events)
+                uow.emit_all(tenant, events)
 
-            await self._atomic(undo)
+            await self.store.atomic(undo, retry_on=(StaleWrite,))
             d.delete_pipeline(deleted, [], held, self.clock.now())  # raises pipeline_has_deals
         return {"pipeline_id": deleted.id, "deleted": True}
 
@@ -367,12 +333,12 @@ class DealsService(Service):
             await uow.db.pipelines.replace_one(
                 {"_id": current.id, "tenant_id": tenant}, result.pipeline.to_doc(), session=uow.session
             )
-            _emit_all(uow, tenant, result.events)
+            uow.emit_all(tenant, result.events)
             if result.pipeline.default and not current.default:
                 await self._demote(uow, await self._pipelines(uow, tenant), result.pipeline.id)
             return result
 
-        done = await self._atomic(unit)
+        done = await self.store.atomic(unit, retry_on=(StaleWrite,))
         saved = done.pipeline
         # a move that read the old pipeline and committed while it was saved may have put a deal
         # into a deleted stage: it goes where that stage's deals went (else the first open stage)
@@ -408,12 +374,12 @@ class DealsService(Service):
             for doc in docs:
                 moved, events = d.move(d.Deal.from_doc(doc), pipeline, to_stage, u.now)
                 await self._save_deal(u, moved, int(doc.get("rev", 0)))
-                _emit_all(u, pipeline.tenant_id, events)
+                u.emit_all(pipeline.tenant_id, events)
             return len(docs)
 
         if uow is not None:
             return await unit(uow)
-        return await self._atomic(unit)
+        return await self.store.atomic(unit, retry_on=(StaleWrite,))
 
     async def _reweight_batch(self, pipeline: d.Pipeline, stage_id: str) -> int:
         stage = pipeline.stage(stage_id)
@@ -439,10 +405,10 @@ class DealsService(Service):
             for doc in docs:
                 synced, events = d.sync_probability(d.Deal.from_doc(doc), pipeline, uow.now)
                 await self._save_deal(uow, synced, int(doc.get("rev", 0)))
-                _emit_all(uow, pipeline.tenant_id, events)
+                uow.emit_all(pipeline.tenant_id, events)
             return len(docs)
 
-        return await self._atomic(unit)
+        return await self.store.atomic(unit, retry_on=(StaleWrite,))
 
     # ---- loss reasons -------------------------------------------------------------------------
 
@@ -466,7 +432,7 @@ class DealsService(Service):
             uow.emit("loss_reason.added", tenant, {"name": reasons[-1]})
             return reasons[-1]
 
-        return {"name": await self._atomic(unit)}
+        return {"name": await self.store.atomic(unit, retry_on=(StaleWrite,))}
 
     # ---- deals: queries -----------------------------------------------------------------------
 
@@ -562,10 +528,10 @@ class DealsService(Service):
                 default_currency=currency,
             )
             await self._insert_deal(uow, deal)
-            _emit_all(uow, tenant, events)
+            uow.emit_all(tenant, events)
             return deal
 
-        return (await self._atomic(unit)).to_public()
+        return (await self.store.atomic(unit, retry_on=(StaleWrite,))).to_public()
 
     async def update_deal(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
         require_writer(ctx)
@@ -581,10 +547,10 @@ class DealsService(Service):
             )
             if updated != deal:
                 await self._save_deal(uow, updated, int(doc.get("rev", 0)))
-                _emit_all(uow, tenant, events)
+                uow.emit_all(tenant, events)
             return updated
 
-        return (await self._atomic(unit)).to_public()
+        return (await self.store.atomic(unit, retry_on=(StaleWrite,))).to_public()
 
     async def move_deal(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
         require_writer(ctx)
@@ -613,10 +579,10 @@ class DealsService(Service):
             )
             if moved != deal:
                 await self._save_deal(uow, moved, int(doc.get("rev", 0)))
-                _emit_all(uow, tenant, events)
+                uow.emit_all(tenant, events)
             return moved
 
-        return (await self._atomic(unit)).to_public()
+        return (await self.store.atomic(unit, retry_on=(StaleWrite,))).to_public()
 
     async def import_deals(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
         """Historical deals with their past stage dates: all valid or none written (422 naming
@@ -678,11 +644,11 @@ class DealsService(Service):
                         continue
                     await uow.db.keys.insert_one({"_id": key, "deal_id": deal.id}, session=uow.session)
                 await self._insert_deal(uow, deal, external_id=external_id)
-                _emit_all(uow, tenant, events)
+                uow.emit_all(tenant, events)
                 results.append({"index": i, "id": deal.id, "created": True})
             return {"items": results, "created": sum(1 for r in results if r["created"])}
 
-        return await self._atomic(unit)
+        return await self.store.atomic(unit, retry_on=(StaleWrite,))
 
     # ---- inbox accept (event, or RPC) --------------------------------------------------------
 
@@ -729,14 +695,14 @@ class DealsService(Service):
         except DuplicateKeyError as exc:  # a concurrent accept of the same item won
             raise StaleWrite(key) from exc
         await self._insert_deal(uow, deal, inbox_item_id=item_id)
-        _emit_all(uow, tenant, events, caused_by=caused_by, idempotency_key=f"inbox:{item_id}")
+        uow.emit_all(tenant, events, caused_by=caused_by, idempotency_key=f"inbox:{item_id}")
         return deal
 
     async def on_item_accepted(self, env: Envelope) -> None:
         async def unit(uow: UnitOfWork) -> None:
             await self._deal_from_inbox(uow, env.tenant_id, env.payload, env)
 
-        await self._consume(env, "deals.inbox_accepted", unit)
+        await self.store.consume(env, "deals.inbox_accepted", unit, retry_on=(StaleWrite,))
 
     async def accept_inbox_item(self, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any] | None:
         """The RPC form of ``inbox.item_accepted`` (same idempotency by item id): the deal or null."""
@@ -746,7 +712,7 @@ class DealsService(Service):
         async def unit(uow: UnitOfWork) -> d.Deal | None:
             return await self._deal_from_inbox(uow, tenant, args, None)
 
-        deal = await self._atomic(unit)
+        deal = await self.store.atomic(unit, retry_on=(StaleWrite,))
         return deal.to_public() if deal else None
 
     # ---- contacts' events --------------------------------------------------------------------
@@ -774,9 +740,9 @@ class DealsService(Service):
                 deal, events = d.attribute_source(d.Deal.from_doc(doc), source, uow.now)
                 if events:
                     await self._save_deal(uow, deal, int(doc.get("rev", 0)))
-                    _emit_all(uow, tenant, events, caused_by=env)
+                    uow.emit_all(tenant, events, caused_by=env)
 
-        await self._consume(env, "deals.contact_created", unit)
+        await self.store.consume(env, "deals.contact_created", unit, retry_on=(StaleWrite,))
 
     async def on_contact_merged(self, env: Envelope) -> None:
         survivor, merged = env.payload.get("contact_id"), env.payload.get("merged_id")
@@ -791,9 +757,9 @@ class DealsService(Service):
                 deal, events = d.repoint_contact(d.Deal.from_doc(doc), merged, survivor, uow.now)
                 if events:
                     await self._save_deal(uow, deal, int(doc.get("rev", 0)))
-                    _emit_all(uow, tenant, events, caused_by=env)
+                    uow.emit_all(tenant, events, caused_by=env)
 
-        await self._consume(env, "deals.contact_merged", unit)
+        await self.store.consume(env, "deals.contact_merged", unit, retry_on=(StaleWrite,))
 
     async def on_contact_erased(self, env: Envelope) -> None:
         contact_id = env.payload.get("contact_id")
@@ -810,9 +776,9 @@ class DealsService(Service):
                 )
                 if events:
                     await self._save_deal(uow, deal, int(doc.get("rev", 0)))
-                    _emit_all(uow, tenant, events, caused_by=env)
+                    uow.emit_all(tenant, events, caused_by=env)
 
-        await self._consume(env, "deals.contact_erased", unit)
+        await self.store.consume(env, "deals.contact_erased", unit, retry_on=(StaleWrite,))
 
     # ---- automation rules' commands (from the tasks service) -----------------------------------
 
@@ -860,9 +826,9 @@ class DealsService(Service):
             if changed != deal:
                 await self._save_deal(uow, changed, int(doc.get("rev", 0)))
                 events = [{**e, "payload": {**e["payload"], **causation}} for e in events]
-                _emit_all(uow, tenant, events, caused_by=env, idempotency_key=str(p.get("action_key")))
+                uow.emit_all(tenant, events, caused_by=env, idempotency_key=str(p.get("action_key")))
 
-        await self._consume(env, consumer, unit)
+        await self.store.consume(env, consumer, unit, retry_on=(StaleWrite,))
 
     # ---- tasks' events: next_action ----------------------------------------------------------
 
@@ -913,7 +879,7 @@ class DealsService(Service):
             for affected in {deal_id, old.get("deal_id") if old else None} - {None}:
                 await self._refresh_next_action(uow, tenant, str(affected))
 
-        await self._consume(env, f"deals.{env.event_type}", unit)
+        await self.store.consume(env, f"deals.{env.event_type}", unit, retry_on=(StaleWrite,))
 
     async def _refresh_next_action(self, uow: UnitOfWork, tenant: str, deal_id: str) -> None:
         doc = await uow.db.deals.find_one({"tenant_id": tenant, "_id": deal_id}, session=uow.session)
