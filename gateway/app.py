@@ -24,9 +24,10 @@ from gateway.console import mount_console
 from gateway.deps import Gateway
 from gateway.identity import GatewayService
 from gateway.metrics import MetricsMiddleware
-from gateway.middleware import BodyLimit, ContentType, Idempotency, RateLimit, session_cookie
+from gateway.middleware import ContentType, Idempotency, RateLimit, session_cookie
 from gateway.openapi import complete_openapi
 from gateway.routes import ROUTERS
+from shared.asgi import BodyLimit
 from shared.bus import READY_METHOD, RpcClient
 from shared.clock import Clock
 from shared.errors import AppError, ServiceUnavailable, Unauthorized, ValidationFailed, problem_from_pydantic
