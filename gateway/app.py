@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pymongo.errors import ConnectionFailure
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from crm.hub import SERVICES, Hub
 from gateway.audit import AuditMiddleware
 from gateway.console import mount_console
 from gateway.deps import Gateway
@@ -31,7 +32,6 @@ from shared.asgi import BodyLimit
 from shared.bus import READY_METHOD, RpcClient
 from shared.clock import Clock
 from shared.errors import AppError, ServiceUnavailable, Unauthorized, ValidationFailed, problem_from_pydantic
-from shared.hub import SERVICES, Hub
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 
+from crm.hub import Hub
 from gateway.identity import GatewayService, Principal
 from gateway.sessions import COOKIE, CSRF_HEADER, Sessions
 from services.common.access import require_writer
@@ -15,7 +16,6 @@ from services.contacts import api as contacts_api
 from shared.bus import RpcClient
 from shared.contract import RpcRequest
 from shared.errors import AppError, ValidationFailed
-from shared.hub import Hub
 from shared.settings import Settings
 
 
