@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
 from services.contacts import api
 from services.contacts.domain.activity import DEAL_EVENTS, TASK_EVENTS
 from services.contacts.handlers import (
@@ -25,12 +27,56 @@ from services.contacts.handlers import (
     rules,
     timeline,
 )
-from services.contacts.store import INDEXES, ContactsStore
+from services.contacts.store import ContactsStore
 from shared.events import InteractionCaptured, RuleAssignOwnerRequested
+from shared.mongo import Indexes
 from shared.normalize import IDENTITY_KEY_PURPOSE
 from shared.service import Service
 
 T = TypeVar("T")
+
+INDEXES: Indexes = {
+    "contacts": [
+        IndexModel([("tenant_id", ASCENDING), ("phones", ASCENDING)]),
+        IndexModel([("tenant_id", ASCENDING), ("emails", ASCENDING)]),
+        IndexModel([("tenant_id", ASCENDING), ("handles", ASCENDING)]),
+        IndexModel([("tenant_id", ASCENDING), ("search", ASCENDING)]),
+        IndexModel([("tenant_id", ASCENDING), ("name_key", ASCENDING)]),
+        IndexModel([("tenant_id", ASCENDING), ("owner_id", ASCENDING), ("_id", DESCENDING)]),
+        IndexModel([("tenant_id", ASCENDING), ("company_id", ASCENDING), ("_id", DESCENDING)]),
+        IndexModel([("tenant_id", ASCENDING), ("_id", DESCENDING)]),
+        IndexModel([("merged_into", ASCENDING)], sparse=True),
+    ],
+    "timeline": [
+        IndexModel([("tenant_id", ASCENDING), ("subject_key", ASCENDING)], unique=True),
+        IndexModel(
+            [
+                ("tenant_id", ASCENDING),
+                ("contact_id", ASCENDING),
+                ("occurred_at", DESCENDING),
+                ("_id", DESCENDING),
+            ]
+        ),
+    ],
+    "inbox": [
+        IndexModel([("tenant_id", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)]),
+        IndexModel([("tenant_id", ASCENDING), ("_id", DESCENDING)]),
+        IndexModel([("tenant_id", ASCENDING), ("interaction.subject_key", ASCENDING)]),
+        IndexModel([("tenant_id", ASCENDING), ("sender.phones", ASCENDING)]),
+        IndexModel([("tenant_id", ASCENDING), ("sender.emails", ASCENDING)]),
+        IndexModel([("tenant_id", ASCENDING), ("contact_id", ASCENDING)]),
+    ],
+    "identities": [IndexModel([("contact_id", ASCENDING)])],
+    "possible_duplicates": [IndexModel([("tenant_id", ASCENDING), ("ids", ASCENDING)])],
+    "companies": [
+        IndexModel([("tenant_id", ASCENDING), ("_id", DESCENDING)]),
+        IndexModel([("tenant_id", ASCENDING), ("search", ASCENDING)]),
+    ],
+    "custom_fields": [
+        IndexModel([("tenant_id", ASCENDING), ("entity", ASCENDING), ("key", ASCENDING)], unique=True)
+    ],
+}
+"""Every read of the service filters on the fields of one of these (see store.py)."""
 Handler = Callable[..., Awaitable[Any]]
 
 EVENTS: dict[Any, Callable[..., Awaitable[None]]] = {

@@ -14,13 +14,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import DESCENDING
 from pymongo.errors import DuplicateKeyError
 
 from services.contacts.domain.cards import IdentityRace
 from shared.clock import as_utc
 from shared.events import Envelope
-from shared.mongo import Indexes, Store, UnitOfWork
+from shared.mongo import Store, UnitOfWork
 
 T = TypeVar("T")
 Doc = dict[str, Any]
@@ -31,48 +31,6 @@ LIST_SCAN_MAX = 5000
 entries per page; the plain list reads the (tenant_id, _id) index in order."""
 EXPORT_TIMELINE_MAX = 50_000
 TIMELINE_ORDER = [("occurred_at", DESCENDING), ("_id", DESCENDING)]
-
-INDEXES: Indexes = {
-    "contacts": [
-        IndexModel([("tenant_id", ASCENDING), ("phones", ASCENDING)]),
-        IndexModel([("tenant_id", ASCENDING), ("emails", ASCENDING)]),
-        IndexModel([("tenant_id", ASCENDING), ("handles", ASCENDING)]),
-        IndexModel([("tenant_id", ASCENDING), ("search", ASCENDING)]),
-        IndexModel([("tenant_id", ASCENDING), ("name_key", ASCENDING)]),
-        IndexModel([("tenant_id", ASCENDING), ("owner_id", ASCENDING), ("_id", DESCENDING)]),
-        IndexModel([("tenant_id", ASCENDING), ("company_id", ASCENDING), ("_id", DESCENDING)]),
-        IndexModel([("tenant_id", ASCENDING), ("_id", DESCENDING)]),
-        IndexModel([("merged_into", ASCENDING)], sparse=True),
-    ],
-    "timeline": [
-        IndexModel([("tenant_id", ASCENDING), ("subject_key", ASCENDING)], unique=True),
-        IndexModel(
-            [
-                ("tenant_id", ASCENDING),
-                ("contact_id", ASCENDING),
-                ("occurred_at", DESCENDING),
-                ("_id", DESCENDING),
-            ]
-        ),
-    ],
-    "inbox": [
-        IndexModel([("tenant_id", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)]),
-        IndexModel([("tenant_id", ASCENDING), ("_id", DESCENDING)]),
-        IndexModel([("tenant_id", ASCENDING), ("interaction.subject_key", ASCENDING)]),
-        IndexModel([("tenant_id", ASCENDING), ("sender.phones", ASCENDING)]),
-        IndexModel([("tenant_id", ASCENDING), ("sender.emails", ASCENDING)]),
-        IndexModel([("tenant_id", ASCENDING), ("contact_id", ASCENDING)]),
-    ],
-    "identities": [IndexModel([("contact_id", ASCENDING)])],
-    "possible_duplicates": [IndexModel([("tenant_id", ASCENDING), ("ids", ASCENDING)])],
-    "companies": [
-        IndexModel([("tenant_id", ASCENDING), ("_id", DESCENDING)]),
-        IndexModel([("tenant_id", ASCENDING), ("search", ASCENDING)]),
-    ],
-    "custom_fields": [
-        IndexModel([("tenant_id", ASCENDING), ("entity", ASCENDING), ("key", ASCENDING)], unique=True)
-    ],
-}
 
 
 def sender_filter(phones: list[str], emails: list[str]) -> list[Doc]:
