@@ -13,6 +13,7 @@ from gateway.identity import GatewayService, Principal
 from gateway.sessions import COOKIE, CSRF_HEADER, Sessions
 from services.common.access import require_writer
 from services.contacts import api as contacts_api
+from services.deals import api as deals_api
 from shared.bus import RpcClient
 from shared.contract import RpcRequest
 from shared.errors import AppError, ValidationFailed
@@ -83,7 +84,7 @@ class Gateway:
 USER_REFS = ("owner_id", "assignee_id")
 RECORD_REFS = {
     "contact_id": (contacts_api.GetContact.SERVICE, contacts_api.GetContact.METHOD, "contact"),
-    "deal_id": ("deals", "get_deal", "deal"),
+    "deal_id": (deals_api.GetDeal.SERVICE, deals_api.GetDeal.METHOD, "deal"),
 }
 
 

@@ -20,8 +20,10 @@ Collections (database ``<ns>_deals``):
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
 
+from services.deals import api
 from services.deals.handlers.base import BATCH, TASK_EVENTS, _micros
 from services.deals.handlers.deals import DealHandlers
 from services.deals.handlers.events import EventHandlers
@@ -29,6 +31,26 @@ from services.deals.handlers.pipelines import PipelineHandlers
 from services.deals.store import INDEXES
 
 __all__ = ["BATCH", "DealsService", "_micros"]
+
+REQUESTS: tuple[type[api.Request], ...] = (
+    api.ListPipelines,
+    api.GetPipeline,
+    api.CreatePipeline,
+    api.UpdatePipeline,
+    api.DeleteStage,
+    api.DeletePipeline,
+    api.ListLossReasons,
+    api.AddLossReason,
+    api.ListDeals,
+    api.GetDeal,
+    api.CreateDeal,
+    api.UpdateDeal,
+    api.MoveDeal,
+    api.ImportDeals,
+    api.AcceptInboxItem,
+    api.ExportContact,
+)
+"""The RPC table: each request of the contract, answered by the handler method of its name."""
 
 
 class DealsService(PipelineHandlers, DealHandlers, EventHandlers):
@@ -44,22 +66,16 @@ class DealsService(PipelineHandlers, DealHandlers, EventHandlers):
         self.on("rule.assign_owner_requested", self.on_rule_assign_owner)
         for event_type in TASK_EVENTS:
             self.on(event_type, self.on_task_event)
-        for name in (
-            "list_pipelines",
-            "get_pipeline",
-            "create_pipeline",
-            "update_pipeline",
-            "delete_stage",
-            "delete_pipeline",
-            "list_loss_reasons",
-            "add_loss_reason",
-            "list_deals",
-            "get_deal",
-            "create_deal",
-            "update_deal",
-            "move_deal",
-            "import_deals",
-            "accept_inbox_item",
-            "export_contact",
-        ):
-            self.rpc.method(name)(getattr(self, name))
+        for request in REQUESTS:
+            self.serve(request, self._given_args(getattr(self, request.METHOD)))
+
+    @staticmethod
+    def _given_args(
+        method: Callable[[dict[str, Any], dict[str, Any]], Awaitable[Any]],
+    ) -> Callable[[dict[str, Any], api.Request], Awaitable[Any]]:
+        """The handler gets the validated request's fields as the arguments it reads."""
+
+        async def run(ctx: dict[str, Any], req: api.Request) -> Any:
+            return await method(ctx, req.model_dump(mode="json", exclude_unset=True))
+
+        return run
