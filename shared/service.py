@@ -47,6 +47,18 @@ class Runtime:
     secrets: SecretBox
 
 
+def as_arguments(
+    method: Callable[[dict[str, Any], dict[str, Any]], Awaitable[Any]],
+) -> Callable[[dict[str, Any], RpcRequest], Awaitable[Any]]:
+    """For :meth:`Service.serve`: a handler that reads its arguments as a dict gets the validated
+    request's fields (those the caller set), as they went over the wire."""
+
+    async def run(ctx: dict[str, Any], req: RpcRequest) -> Any:
+        return await method(ctx, req.model_dump(mode="json", exclude_unset=True))
+
+    return run
+
+
 class Service:
     name: ClassVar[str] = "service"
     indexes: ClassVar[Indexes] = {}

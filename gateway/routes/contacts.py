@@ -30,13 +30,15 @@ from services.contacts.api import (
     Page,
     TimelineItemOut,
 )
+from services.deals import api as deals_api
+from services.tasks import api as tasks_api
+from shared.contract import RpcRequest
 from shared.errors import AppError, ValidationFailed
 
 log = logging.getLogger(__name__)
 IMPORT_BATCH = 200
 IMPORT_RPC_TIMEOUT_S = 120.0
 EXPORT_PAGE = 500
-GDPR_SERVICES = ("deals", "tasks")
 
 router = APIRouter(prefix="/api/v1", tags=["contacts"])
 
@@ -191,12 +193,16 @@ async def export_person(contact_id: str, p: Auth, gw: GW) -> Any:
     contacts = await gw.ask(api.ExportContact(contact_id=contact_id), p)
     real_id = contacts["contact"]["id"]
     out: dict[str, Any] = {"contact_id": real_id, "contacts": contacts, "errors": {}}
-    for service in GDPR_SERVICES:
+    exports: list[RpcRequest] = [
+        deals_api.ExportContact(contact_id=real_id),
+        tasks_api.ExportContact(contact_id=real_id),
+    ]
+    for request in exports:
         try:
-            out[service] = await gw.call(service, "export_contact", p, timeout=5.0, contact_id=real_id)
+            out[request.SERVICE] = await gw.ask(request, p, timeout=5.0)
         except AppError as exc:
-            out[service] = None
-            out["errors"][service] = exc.detail
+            out[request.SERVICE] = None
+            out["errors"][request.SERVICE] = exc.detail
     return out
 
 

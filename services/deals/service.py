@@ -20,8 +20,7 @@ Collections (database ``<ns>_deals``):
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from services.deals import api
 from services.deals.handlers.base import BATCH, TASK_EVENTS, _micros
@@ -29,6 +28,7 @@ from services.deals.handlers.deals import DealHandlers
 from services.deals.handlers.events import EventHandlers
 from services.deals.handlers.pipelines import PipelineHandlers
 from services.deals.store import INDEXES
+from shared.service import as_arguments
 
 __all__ = ["BATCH", "DealsService", "_micros"]
 
@@ -67,15 +67,4 @@ class DealsService(PipelineHandlers, DealHandlers, EventHandlers):
         for event_type in TASK_EVENTS:
             self.on(event_type, self.on_task_event)
         for request in REQUESTS:
-            self.serve(request, self._given_args(getattr(self, request.METHOD)))
-
-    @staticmethod
-    def _given_args(
-        method: Callable[[dict[str, Any], dict[str, Any]], Awaitable[Any]],
-    ) -> Callable[[dict[str, Any], api.Request], Awaitable[Any]]:
-        """The handler gets the validated request's fields as the arguments it reads."""
-
-        async def run(ctx: dict[str, Any], req: api.Request) -> Any:
-            return await method(ctx, req.model_dump(mode="json", exclude_unset=True))
-
-        return run
+            self.serve(request, as_arguments(getattr(self, request.METHOD)))

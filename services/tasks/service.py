@@ -28,6 +28,7 @@ from typing import ClassVar
 
 from pymongo import ASCENDING, IndexModel
 
+from services.tasks import api
 from services.tasks.handlers.base import (
     RULE_EVENT_TYPES,
     _as_stored,
@@ -42,6 +43,7 @@ from services.tasks.handlers.events import EventHandlers
 from services.tasks.handlers.rules import RuleHandlers
 from services.tasks.handlers.scheduler import SchedulerHandlers
 from services.tasks.handlers.tasks import TaskHandlers
+from shared.service import as_arguments
 
 __all__ = [
     "RULE_EVENT_TYPES",
@@ -54,6 +56,26 @@ __all__ = [
     "_rule_from_doc",
     "_rule_to_doc",
 ]
+
+
+REQUESTS: tuple[type[api.Request], ...] = (
+    api.CreateTask,
+    api.ListTasks,
+    api.GetTask,
+    api.UpdateTask,
+    api.CompleteTask,
+    api.CancelTask,
+    api.ReassignTasks,
+    api.Workload,
+    api.Calendar,
+    api.ExportContact,
+    api.ListRules,
+    api.GetRule,
+    api.CreateRule,
+    api.UpdateRule,
+    api.DeleteRule,
+)
+"""The RPC table: each request of the contract, answered by the handler method of its name."""
 
 
 class TasksService(SchedulerHandlers, TaskHandlers, RuleHandlers, EventHandlers):
@@ -85,21 +107,5 @@ class TasksService(SchedulerHandlers, TaskHandlers, RuleHandlers, EventHandlers)
         self.on("user.changed", self.on_user_changed)
         self.on("contact.merged", self.on_contact_merged)
         self.on("contact.erased", self.on_contact_erased)
-        for name in (
-            "create_task",
-            "list_tasks",
-            "get_task",
-            "update_task",
-            "complete_task",
-            "cancel_task",
-            "reassign_tasks",
-            "workload",
-            "calendar",
-            "export_contact",
-            "list_rules",
-            "get_rule",
-            "create_rule",
-            "update_rule",
-            "delete_rule",
-        ):
-            self.rpc.method(name)(getattr(self, name))
+        for request in REQUESTS:
+            self.serve(request, as_arguments(getattr(self, request.METHOD)))
