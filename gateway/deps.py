@@ -48,7 +48,7 @@ class Gateway:
     async def ask(self, request: RpcRequest, p: Principal | None, *, timeout: float | None = None) -> Any:
         """Send a typed request of a service's contract (``services/<name>/api.py``); the answer
         as the service sent it (JSON)."""
-        args = request.model_dump(mode="json", exclude_unset=True)
+        args = request.model_dump(mode="json", exclude_unset=True, by_alias=True)
         return await self.rpc.call(
             request.SERVICE, request.METHOD, p.ctx() if p else {}, timeout=timeout, **args
         )

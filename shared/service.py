@@ -54,7 +54,7 @@ def as_arguments(
     request's fields (those the caller set), as they went over the wire."""
 
     async def run(ctx: dict[str, Any], req: RpcRequest) -> Any:
-        return await method(ctx, req.model_dump(mode="json", exclude_unset=True))
+        return await method(ctx, req.model_dump(mode="json", exclude_unset=True, by_alias=True))
 
     return run
 

@@ -7,9 +7,11 @@ from typing import Any, ClassVar
 
 from pymongo import ASCENDING, IndexModel
 
+from services.analytics import api
 from services.analytics.handlers.readmodels import CONSUMER, ReadModelHandlers
 from services.analytics.handlers.reporting import ReportHandlers
 from shared.events import Envelope
+from shared.service import as_arguments
 
 
 class AnalyticsService(ReadModelHandlers, ReportHandlers):
@@ -46,8 +48,8 @@ class AnalyticsService(ReadModelHandlers, ReportHandlers):
         }
         for event_type, fn in handlers.items():
             self.on(event_type, self._consumer(fn), consumer=f"analytics.{event_type.replace('.', '_')}")
-        for name in ("report", "create_plan", "list_plans", "create_cost", "list_costs"):
-            self.rpc.method(name)(getattr(self, name))
+        for request in (api.Report, api.CreatePlan, api.ListPlans, api.CreateCost, api.ListCosts):
+            self.serve(request, as_arguments(getattr(self, request.METHOD)))
 
     def _consumer(self, fn: Any) -> Any:
         async def handle(env: Envelope) -> None:
