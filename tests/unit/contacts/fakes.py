@@ -131,6 +131,28 @@ class FakeTx(ContactsTx):
     async def set_inbox_interaction(self, item_id: str, interaction: Doc) -> None:
         self.data["inbox"][item_id]["interaction"] = copy.deepcopy(interaction)
 
+    async def pending_item(self, item_id: str) -> Doc | None:
+        doc = self.data["inbox"].get(item_id)
+        return copy.deepcopy(doc) if doc is not None and doc["status"] == "pending" else None
+
+    async def resolve_pending(self, item_id: str, fields: Doc) -> bool:
+        doc = self.data["inbox"].get(item_id)
+        if doc is None or doc["status"] != "pending":
+            return False
+        doc.update(copy.deepcopy(fields))
+        return True
+
+    async def pending_from(self, tenant: str, phones: list[str], emails: list[str], but: str) -> list[Doc]:
+        return [
+            copy.deepcopy(d)
+            for d in self._where("inbox", tenant_id=tenant, status="pending")
+            if d["_id"] != but
+            and (
+                set(phones) & set(d["sender"].get("phones", []))
+                or set(emails) & set(d["sender"].get("emails", []))
+            )
+        ]
+
 
 class FakeStore(ContactsStore):
     def __init__(self, now: datetime) -> None:
@@ -180,6 +202,13 @@ class FakeStore(ContactsStore):
             return await fn(tx)
 
         return await self.atomic(unit, retry_on=retry_on, attempts=attempts)
+
+    async def inbox_one(self, flt: Doc, item_id: str) -> Doc | None:
+        doc = self.data["inbox"].get(item_id)
+        if doc is None or doc["tenant_id"] != flt["tenant_id"]:
+            return None
+        rule = flt.get("channel_owner_id")
+        return copy.deepcopy(doc) if rule is None or doc.get("channel_owner_id") in rule["$in"] else None
 
     def docs(self, coll: str) -> list[Doc]:
         return list(self.data[coll].values())
