@@ -47,6 +47,16 @@ class Runtime:
     secrets: SecretBox
 
 
+def envelope_only(handler: EventHandler) -> Callable[[Envelope, Any], Awaitable[None]]:
+    """For :meth:`Service.on` by payload type: a handler that still reads ``env.payload`` runs
+    after the payload was validated against its schema."""
+
+    async def run(env: Envelope, _payload: Any) -> None:
+        await handler(env)
+
+    return run
+
+
 def as_arguments(
     method: Callable[[dict[str, Any], dict[str, Any]], Awaitable[Any]],
 ) -> Callable[[dict[str, Any], RpcRequest], Awaitable[Any]]:

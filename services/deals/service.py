@@ -28,7 +28,15 @@ from services.deals.handlers.deals import DealHandlers
 from services.deals.handlers.events import EventHandlers
 from services.deals.handlers.pipelines import PipelineHandlers
 from services.deals.store import INDEXES
-from shared.service import as_arguments
+from shared.events import (
+    ContactCreated,
+    ContactErased,
+    ContactMerged,
+    InboxItemAccepted,
+    RuleAssignOwnerRequested,
+    RuleMoveDealRequested,
+)
+from shared.service import as_arguments, envelope_only
 
 __all__ = ["BATCH", "DealsService", "_micros"]
 
@@ -58,12 +66,13 @@ class DealsService(PipelineHandlers, DealHandlers, EventHandlers):
     indexes: ClassVar = INDEXES
 
     def setup(self) -> None:
-        self.on("inbox.item_accepted", self.on_item_accepted)
-        self.on("contact.created", self.on_contact_created)
-        self.on("contact.merged", self.on_contact_merged)
-        self.on("contact.erased", self.on_contact_erased)
-        self.on("rule.move_deal_requested", self.on_rule_move_deal)
-        self.on("rule.assign_owner_requested", self.on_rule_assign_owner)
+        # by payload schema: each payload is validated before its handler runs
+        self.on(InboxItemAccepted, envelope_only(self.on_item_accepted))
+        self.on(ContactCreated, envelope_only(self.on_contact_created))
+        self.on(ContactMerged, envelope_only(self.on_contact_merged))
+        self.on(ContactErased, envelope_only(self.on_contact_erased))
+        self.on(RuleMoveDealRequested, envelope_only(self.on_rule_move_deal))
+        self.on(RuleAssignOwnerRequested, envelope_only(self.on_rule_assign_owner))
         for event_type in TASK_EVENTS:
             self.on(event_type, self.on_task_event)
         for request in REQUESTS:
