@@ -32,7 +32,7 @@ from services.connectors.adapters.base import (
 from services.connectors.hookguard import HookLimiter, auth_health, keep_within_quota, rejected_record
 from services.connectors.mail.ingest import MailIngest
 from services.connectors.normalise import normalise
-from services.connectors.outbound import channel_url_errors
+from services.connectors.outbound import channel_url_errors, mail_config_errors
 from shared.clock import as_utc, iso, new_id
 from shared.errors import AppError, NotFound, ServiceUnavailable, ValidationFailed
 from shared.events import Envelope, make_event
@@ -183,6 +183,7 @@ class ConnectorsService(Service):
         for name in REQUIRED_CONFIG.get(kind, ()):
             if not config.get(name):
                 errors[f"config.{name}"] = f"is required for {kind}"
+        errors.update(mail_config_errors(kind, config))
         if errors:
             raise ValidationFailed(errors)
 
