@@ -100,8 +100,10 @@ class SmtpSender:
             else:
                 client = smtplib.SMTP(target.address, port, timeout=TIMEOUT_S)
             with client:
+                client.ehlo()
                 if mode == "starttls":
                     client.starttls(context=context)
+                    client.ehlo()
                 if username and password and client.has_extn("auth"):
                     client.login(username, password)
                 client.send_message(msg)
@@ -112,7 +114,8 @@ class SmtpSender:
             raise SendFailed(f"the SMTP server refused the recipient ({codes})", retryable=False) from exc
         except smtplib.SMTPResponseException as exc:
             retry = 400 <= exc.smtp_code < 500  # 4xx: try again later; 5xx: permanent
-            raise SendFailed(f"SMTP {exc.smtp_code}", retryable=retry) from exc
+            text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else ""
+            raise SendFailed(f"SMTP {exc.smtp_code}: {text[:200]}".rstrip(": "), retryable=retry) from exc
         except (smtplib.SMTPException, OSError) as exc:
             raise SendFailed(f"SMTP server unreachable ({type(exc).__name__})", retryable=True) from exc
 
