@@ -37,7 +37,6 @@ from services.connectors.normalise import normalise
 from services.connectors.outbound import channel_url_errors, mail_config_errors
 from services.connectors.sending import SendWorker
 from services.conversations import service as conversations
-from services.conversations.handlers.erase import forget as forget_conversations
 from shared.clock import as_utc, iso, new_id
 from shared.errors import AppError, NotFound, ServiceUnavailable, ValidationFailed
 from shared.events import Envelope, make_event
@@ -303,7 +302,7 @@ class ConnectorsService(Service):
 
     async def on_contact_erased(self, env: Envelope) -> None:
         """Forget the calls of an erased person (what is kept to join a call's events)."""
-        await forget_conversations(self, env)
+        await conversations.ON_ERASED(self, env)
         keys = list(env.payload.get("identity_keys") or [])
         if keys:
             await self.db.calls.delete_many({"tenant_id": env.tenant_id, "sender_keys": {"$in": keys}})

@@ -10,13 +10,17 @@ from functools import partial
 from typing import Any
 
 from services.conversations import store
-from services.conversations.handlers import delivery, inbound, queries, send
+from services.conversations.handlers import contacts, delivery, inbound, queries, send
 
 INDEXES = store.INDEXES
 EVENTS: dict[str, Callable[..., Awaitable[None]]] = {
     "interaction.recorded": inbound.on_recorded,
     "delivery.status_reported": delivery.on_status_reported,
+    "contact.merged": contacts.on_merged,
 }
+ON_ERASED = contacts.forget
+"""``contact.erased`` is handled by the host (connectors forgets its call records too) and
+passed on here."""
 RPC: dict[str, Callable[..., Awaitable[Any]]] = {
     "list_conversations": queries.list_conversations,
     "get_conversation": queries.get_conversation,

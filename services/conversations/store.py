@@ -117,6 +117,13 @@ async def forget_contact(uow: UnitOfWork, tenant: str, contact_id: str) -> None:
         await uow.db.conversations.delete_many({"_id": {"$in": ids}}, session=uow.session)
 
 
+async def move_contact(uow: UnitOfWork, tenant: str, old: str, new: str) -> None:
+    for coll in (uow.db.conversations, uow.db.messages):
+        await coll.update_many(
+            {"tenant_id": tenant, "contact_id": old}, {"$set": {"contact_id": new}}, session=uow.session
+        )
+
+
 async def list_conversations(db: Any, flt: dict[str, Any], limit: int) -> list[dict[str, Any]]:
     cursor = db.conversations.find(flt).sort([("last_message_at", DESCENDING), ("_id", DESCENDING)])
     return await cursor.limit(limit + 1).to_list(limit + 1)
