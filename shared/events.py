@@ -124,6 +124,9 @@ class InteractionCaptured(Payload):
     data: dict[str, Any] = Field(default_factory=dict)
     utm: dict[str, str] = Field(default_factory=dict)
     subject_key: str | None = None
+    contact_id: str | None = None
+    """Set on an answer sent from a conversation: the card it belongs on (while that contact is
+    active; else it is filed by the sender's identity like any touch)."""
 
 
 class InteractionRecorded(Payload):

@@ -29,7 +29,10 @@ INDEXES: dict[str, list[IndexModel]] = {
     "sends": [
         IndexModel([("state", ASCENDING), ("next_at", ASCENDING)]),
         IndexModel([("channel_id", ASCENDING)]),
+        IndexModel([("conversation_id", ASCENDING)]),
+        IndexModel([("done_at", ASCENDING)], expireAfterSeconds=30 * 24 * 3600),  # finished jobs
     ],
+    "message_keys": [IndexModel([("at", ASCENDING)], expireAfterSeconds=30 * 24 * 3600)],
 }
 
 

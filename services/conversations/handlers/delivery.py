@@ -40,7 +40,7 @@ async def record_sent(
         idempotency_key=f"message.sent:{message['_id']}",
     )
     item = _timeline_item(job, conv, message, provider_message_id, at)
-    if any(item["sender"].values()):  # filed by the customer's identity on the thread; none: no item
+    if item["contact_id"] or any(item["sender"].values()):  # on the card, else by the identity
         uow.emit(
             "interaction.captured",
             job["tenant_id"],
