@@ -259,3 +259,75 @@ async def test_delivery_reports_move_the_message_forward_once(host: Host) -> Non
     ]
     assert changes == ["delivered", "read"]
     await delivery.on_status_reported(host, report("read", provider_id="999"))  # not ours: ignored
+
+
+class Inbox:
+    """A real SMTP server (aiosmtpd) that keeps what it accepts."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received.append(bytes(envelope.original_content or envelope.content))
+        return "250 2.0.0 Ok"
+
+
+async def test_an_email_cut_off_by_a_crash_is_sent_again_as_the_same_message(host: Host) -> None:
+    """SMTP has the send's own idempotency: the Message-ID is fixed by the job, so the repeat is
+    the same message (the Sent copy and the customer's client see one)."""
+    from email import message_from_bytes
+
+    from aiosmtpd.controller import Controller
+
+    from services.conversations.domain.threads import message_id_for
+    from shared.localmongo import free_port
+    from shared.netguard import GuardedTransport, UrlGuard
+
+    inbox, port = Inbox(), free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        host.channel_doc = {
+            "_id": "ch1",
+            "tenant_id": TENANT,
+            "kind": "imap",
+            "active": True,
+            "config": {
+                "smtp_host": "127.0.0.1",
+                "smtp_port": port,
+                "smtp_ssl": "none",
+                "address": "sales@corp.example",
+            },
+        }
+        host.http = httpx.AsyncClient(transport=GuardedTransport(UrlGuard(allow_private=True)))
+        await host.db.conversations.insert_one(
+            {
+                "_id": "conv-mail",
+                "tenant_id": TENANT,
+                "contact_id": "k1",
+                "channel_id": "ch1",
+                "kind": "imap",
+                "thread_key": "mail:<q1@client.example>",
+                "address": {
+                    "to": ["anna@client.example"],
+                    "subject": "Вопрос",
+                    "in_reply_to": "<q1@client.example>",
+                },
+                "assignee_id": "u1",
+                "unread": 1,
+                "last_message_at": T0,
+                "awaiting_reply_since": T0,
+            }
+        )
+        msg = await send.send_message(host, CTX, {"conversation_id": "conv-mail", "text": "Ответ"})
+        assert msg["subject"] == "Re: Вопрос"
+        assert await host.sending._claim() is not None  # claimed, then the worker died
+        host.clock.advance(61)
+        assert await host.sending.send_one()
+        (raw,) = inbox.received
+        got = message_from_bytes(raw)
+        assert got["Message-ID"] == message_id_for(msg["id"], "sales@corp.example")
+        stored = await host.db.messages.find_one({"_id": msg["id"]})
+        assert stored["status"] == "sent" and stored["provider_message_id"] == got["Message-ID"]
+    finally:
+        controller.stop()
