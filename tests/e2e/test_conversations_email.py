@@ -137,12 +137,13 @@ def test_starting_an_email_conversation_from_the_card(
     channel = create_channel(admin, server, smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_ssl="none")
     client = f"new-{uuid.uuid4().hex[:8]}@client.example"
     contact = admin.post("/api/v1/contacts", json={"name": "Олег", "emails": [client]}).json()
-    r = admin.post(
-        f"/api/v1/contacts/{contact['id']}/messages",
-        json={"channel_id": channel["id"], "text": "Добрый день! Ваш счёт готов.", "subject": "Счёт №15"},
-    )
+    body = {"channel_id": channel["id"], "text": "Добрый день! Ваш счёт готов.", "subject": "Счёт №15"}
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    r = admin.post(f"/api/v1/contacts/{contact['id']}/messages", json=body, headers=key)
     assert r.status_code == 202, r.text
     msg = r.json()
+    again = admin.post(f"/api/v1/contacts/{contact['id']}/messages", json=body, headers=key)
+    assert again.status_code == 202 and again.json()["id"] == msg["id"]
     assert msg["subject"] == "Счёт №15" and msg["status"] in ("queued", "sent")
     eventually(lambda: smtp.received, timeout=40)
     (got,) = smtp.messages()
@@ -153,3 +154,4 @@ def test_starting_an_email_conversation_from_the_card(
     eventually(lambda: [i for i in touches(admin, contact["id"]) if i["kind"] == "email"], timeout=30)
     assert len(messages(admin, conv["id"])) == 1
     assert len([i for i in touches(admin, contact["id"]) if i["kind"] == "email"]) == 1
+    assert len(smtp.received) == 1

@@ -44,12 +44,24 @@ async def send_message(host: Any, ctx: dict[str, Any], args: dict[str, Any]) -> 
     return await _queue(host, ctx, args, conv, channel)
 
 
+def _client_key(tenant: str, ctx: dict[str, Any], key: str) -> str:
+    return f"{tenant}:{ctx.get('user_id') or ''}:{key}"
+
+
 async def start_conversation(host: Any, ctx: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
     """``args["contact"]``: the contact as the contacts service shows it to the caller."""
     require_writer(ctx)
     tenant = tenant_of(ctx)
     contact = args["contact"]
     channel = await _sending_channel(host, tenant, args["channel_id"], "channel_id")
+    if args.get("idempotency_key"):  # a repeat: nothing new, not even an (email) thread
+        known = await host.db.message_keys.find_one(
+            {"_id": _client_key(tenant, ctx, args["idempotency_key"])}
+        )
+        if known is not None:
+            return message_view(
+                must(await host.db.messages.find_one({"_id": known["message_id"]}), "message")
+            )
     message_id = new_id()
     try:
         thread = new_thread(
@@ -110,7 +122,7 @@ async def _queue(
     async def unit(uow: UnitOfWork) -> dict[str, Any]:
         if client_key:
             known = await store.claim_client_key(
-                uow, f"{conv['tenant_id']}:{ctx.get('user_id') or ''}:{client_key}", message_id
+                uow, _client_key(conv["tenant_id"], ctx, client_key), message_id
             )
             if known is not None:
                 return must(await store.message(uow, known), "message")
