@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header
 
 from gateway.deps import GW, Auth, Cursor, Limit
-from services.conversations.api import (
+from services.connectors.api import (
     ConversationOut,
     ConversationPage,
     MessageOut,

@@ -31,12 +31,12 @@ from services.connectors.adapters.base import (
     RawRequest,
     RetryLater,
 )
+from services.connectors.conversations import service as conversations
 from services.connectors.hookguard import HookLimiter, auth_health, keep_within_quota, rejected_record
 from services.connectors.mail.ingest import MailIngest
 from services.connectors.normalise import normalise
 from services.connectors.outbound import channel_url_errors, mail_config_errors
 from services.connectors.sending import SendWorker
-from services.conversations import service as conversations
 from shared.clock import as_utc, iso, new_id
 from shared.errors import AppError, NotFound, ServiceUnavailable, ValidationFailed
 from shared.events import Envelope, make_event

@@ -26,9 +26,9 @@ from typing import Any
 
 from pymongo import ReturnDocument
 
+from services.connectors.conversations.handlers.delivery import record_failed, record_sent
 from services.connectors.senders import get_sender, resend_safe
 from services.connectors.senders.base import Attachment, OutboundMessage, SendFailed
-from services.conversations.handlers.delivery import record_failed, record_sent
 from shared.mongo import UnitOfWork
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
+from services.connectors.conversations import service
+from services.connectors.conversations.handlers import delivery, inbound, send
 from services.connectors.sending import INTERRUPTED, MAX_ATTEMPTS, SendWorker
-from services.conversations import service
-from services.conversations.handlers import delivery, inbound, send
 from shared.clock import FrozenClock
 from shared.events import Envelope, make_event
 from shared.mongo import Store, mongo_client
@@ -279,7 +279,7 @@ async def test_an_email_cut_off_by_a_crash_is_sent_again_as_the_same_message(hos
 
     from aiosmtpd.controller import Controller
 
-    from services.conversations.domain.threads import message_id_for
+    from services.connectors.conversations.domain.threads import message_id_for
     from shared.localmongo import free_port
     from shared.netguard import GuardedTransport, UrlGuard
 

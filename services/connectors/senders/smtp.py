@@ -23,10 +23,10 @@ from email.utils import format_datetime
 from typing import Any
 
 from services.connectors.adapters.base import ChannelView
+from services.connectors.conversations.domain.threads import message_id_for
 from services.connectors.mail.ingest import mailbox_address
 from services.connectors.outbound import SMTP_PORTS, mail_security
 from services.connectors.senders.base import OutboundMessage, SendFailed, SendResult
-from services.conversations.domain.threads import message_id_for
 from shared.netguard import PinnedContext, UrlGuard, UrlRefused
 
 TIMEOUT_S = 30.0

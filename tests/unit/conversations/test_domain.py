@@ -6,15 +6,20 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.conversations.domain.conversation import (
+from services.connectors.conversations.domain.conversation import (
     Counters,
     next_status,
     on_answer_sent,
     on_inbound,
     on_read,
 )
-from services.conversations.domain.messages import event_payload, identity_of, inbound_text, reply_subject
-from services.conversations.domain.threads import NoAddress, message_id_for, new_thread
+from services.connectors.conversations.domain.messages import (
+    event_payload,
+    identity_of,
+    inbound_text,
+    reply_subject,
+)
+from services.connectors.conversations.domain.threads import NoAddress, message_id_for, new_thread
 
 pytestmark = pytest.mark.unit
 

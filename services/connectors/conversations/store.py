@@ -9,7 +9,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
-from services.conversations.domain.conversation import Counters
+from services.connectors.conversations.domain.conversation import Counters
 from shared.clock import as_utc
 from shared.mongo import UnitOfWork
 

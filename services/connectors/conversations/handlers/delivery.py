@@ -7,9 +7,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from services.conversations import store
-from services.conversations.domain.conversation import next_status, on_answer_sent
-from services.conversations.domain.messages import event_payload, identity_of
+from services.connectors.conversations import store
+from services.connectors.conversations.domain.conversation import next_status, on_answer_sent
+from services.connectors.conversations.domain.messages import event_payload, identity_of
 from shared.events import DeliveryStatusReported, Envelope
 from shared.mongo import UnitOfWork
 

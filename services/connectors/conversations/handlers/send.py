@@ -10,11 +10,11 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from services.common.access import must, require_writer, tenant_of, write_filter
+from services.connectors.conversations import store
+from services.connectors.conversations.api import message_view
+from services.connectors.conversations.domain.messages import reply_subject
+from services.connectors.conversations.domain.threads import NoAddress, message_id_for, new_thread
 from services.connectors.senders import get_sender
-from services.conversations import store
-from services.conversations.api import message_view
-from services.conversations.domain.messages import reply_subject
-from services.conversations.domain.threads import NoAddress, message_id_for, new_thread
 from shared.clock import new_id
 from shared.errors import ValidationFailed
 from shared.mongo import UnitOfWork

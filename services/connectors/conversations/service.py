@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-from services.conversations import store
-from services.conversations.handlers import contacts, delivery, inbound, queries, send
+from services.connectors.conversations import store
+from services.connectors.conversations.handlers import contacts, delivery, inbound, queries, send
 
 INDEXES = store.INDEXES
 EVENTS: dict[str, Callable[..., Awaitable[None]]] = {

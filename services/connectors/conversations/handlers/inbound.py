@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.conversations import store
-from services.conversations.domain.conversation import on_answer_sent, on_inbound
-from services.conversations.domain.messages import event_payload, inbound_text, provider_id
+from services.connectors.conversations import store
+from services.connectors.conversations.domain.conversation import on_answer_sent, on_inbound
+from services.connectors.conversations.domain.messages import event_payload, inbound_text, provider_id
 from shared.clock import as_utc, new_id
 from shared.events import Envelope, InteractionRecorded
 from shared.mongo import UnitOfWork

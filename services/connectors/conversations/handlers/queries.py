@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from services.common.access import must, read_filter, require_writer, write_filter
-from services.conversations import store
-from services.conversations.api import conversation_view, message_view
+from services.connectors.conversations import store
+from services.connectors.conversations.api import conversation_view, message_view
 from shared.clock import as_utc
 from shared.pagination import clamp_limit, decode_cursor, encode_cursor
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.conversations import store
+from services.connectors.conversations import store
 from shared.events import Envelope
 from shared.mongo import UnitOfWork
 
