@@ -5,6 +5,7 @@ the message; the response-time report uses the answer."""
 
 from __future__ import annotations
 
+import json
 import random
 import time
 import uuid
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.test_gateway_live import SseReader
 from tests.support.fake_telegram import FakeTelegram, fake_telegram
 from tests.support.hub import Api, HubProcess, eventually, touches
 from tests.support.servers import delete_namespace_queues
@@ -80,6 +82,7 @@ def test_telegram_conversation_from_first_message_to_answer(admin: Api, bot: Fak
     owner = me(admin)
     channel = make_channel(admin, bot, owner_id=owner)
     user_id = random.randint(10**8, 10**9)
+    stream = SseReader(admin, types="message.received,message.sent,message.status_changed")
     customer_writes(channel, user_id, "Здравствуйте! Сколько стоит доставка?", 17)
 
     (conv,) = eventually(lambda: conversations(admin, channel_id=channel["id"]), timeout=30)
@@ -118,6 +121,19 @@ def test_telegram_conversation_from_first_message_to_answer(admin: Api, bot: Fak
     assert answer["id"] == queued["id"] and answer["provider_message_id"] == "101"
     assert answer["sent_at"] is not None
     assert bot.sent == [{"chat_id": user_id, "text": body["text"]}]
+
+    # the public stream: ids, status and times; never the text, the chat or the bot's token
+    try:
+        seen = stream.until(lambda e: e["event"] == "message.sent")
+    finally:
+        stream.close()
+    received = [e["data"] for e in seen if e["event"] == "message.received"]
+    assert [r["payload"]["provider_message_id"] for r in received] == ["17", "18"]
+    sent_event = seen[-1]["data"]["payload"]
+    assert sent_event["message_id"] == answer["id"] and sent_event["status"] == "sent"
+    assert sent_event["awaiting_reply_since"] == conv["awaiting_reply_since"]
+    frames = json.dumps([e["data"] for e in seen], ensure_ascii=False)
+    assert "доставка" not in frames and bot.token not in frames and str(user_id) not in frames
 
     done = admin.get(f"/api/v1/conversations/{conv['id']}").json()
     assert done["unread"] == 0 and done["awaiting_reply_since"] is None
