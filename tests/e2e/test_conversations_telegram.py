@@ -269,3 +269,13 @@ def test_answer_reaches_telegram_once_when_the_hub_is_killed_mid_send(
     finally:
         hub.stop()
         delete_namespace_queues(rabbit, hub.namespace)
+
+
+def test_erasing_the_contact_removes_its_conversations(admin: Api, bot: FakeTelegram) -> None:
+    channel = make_channel(admin, bot)
+    customer_writes(channel, random.randint(10**8, 10**9), "Удалите мои данные", 9)
+    (conv,) = eventually(lambda: conversations(admin, channel_id=channel["id"]), timeout=30)
+    r = admin.post(f"/api/v1/contacts/{conv['contact_id']}/erase")
+    assert r.status_code in (200, 202), r.text
+    eventually(lambda: conversations(admin, channel_id=channel["id"]) == [], timeout=30)
+    assert admin.get(f"/api/v1/conversations/{conv['id']}/messages").status_code == 404
