@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from pymongo import ASCENDING, IndexModel
 
-from services.analytics import reports
+from services.analytics import answers, reports
 from services.common.access import require_admin, tenant_of
 from shared.clock import as_utc, new_id
 from shared.csvsafe import csv_table
@@ -68,6 +68,7 @@ class AnalyticsService(Service):
             "contact.merged": self._contact_merged,
             "interaction.recorded": self._interaction,
             "task.completed": self._task_done,
+            "message.sent": answers.record_answer,
         }
         for event_type, fn in handlers.items():
             self.on(event_type, self._consumer(fn), consumer=f"analytics.{event_type.replace('.', '_')}")
@@ -317,6 +318,9 @@ class AnalyticsService(Service):
                 start,
                 end,
                 sla,
+            )
+            result["replies"] = answers.replies(
+                await self._all("answers", self._owner_filter(ctx, owner_id, "assignee_id")), start, end, sla
             )
         result["report"] = name
         if args.get("format") == "csv":

@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -26,13 +27,16 @@ from services.connectors.adapters.base import (
     ChannelView,
     HookError,
     HookOutcome,
+    MessageStatus,
     RawRequest,
     RetryLater,
 )
+from services.connectors.conversations import service as conversations
 from services.connectors.hookguard import HookLimiter, auth_health, keep_within_quota, rejected_record
 from services.connectors.mail.ingest import MailIngest
 from services.connectors.normalise import normalise
-from services.connectors.outbound import channel_url_errors
+from services.connectors.outbound import channel_url_errors, mail_config_errors
+from services.connectors.sending import SendWorker
 from shared.clock import as_utc, iso, new_id
 from shared.errors import AppError, NotFound, ServiceUnavailable, ValidationFailed
 from shared.events import Envelope, make_event
@@ -83,6 +87,7 @@ class ConnectorsService(Service):
             IndexModel([("seen_at", ASCENDING)], expireAfterSeconds=30 * 24 * 3600),
             IndexModel([("tenant_id", ASCENDING), ("sender_keys", ASCENDING)]),
         ],
+        **conversations.INDEXES,
     }
 
     def setup(self) -> None:
@@ -105,6 +110,8 @@ class ConnectorsService(Service):
         self.on("contact.erased", self.on_contact_erased)
         self.mail = MailIngest(self)
         self.mail.setup()
+        self.sending = SendWorker(self)
+        conversations.install(self)
         for name in (
             "create_channel",
             "list_channels",
@@ -120,6 +127,7 @@ class ConnectorsService(Service):
         )
         self._tasks.append(asyncio.create_task(self._deferred_loop(), name="connectors-deferred"))
         self._tasks.append(asyncio.create_task(self._health_loop(), name="connectors-health"))
+        self._tasks.append(asyncio.create_task(self.sending.run(), name="connectors-sending"))
         await self.mail.start()
 
     async def start_ingress(self) -> None:
@@ -183,6 +191,7 @@ class ConnectorsService(Service):
         for name in REQUIRED_CONFIG.get(kind, ()):
             if not config.get(name):
                 errors[f"config.{name}"] = f"is required for {kind}"
+        errors.update(mail_config_errors(kind, config))
         if errors:
             raise ValidationFailed(errors)
 
@@ -293,6 +302,7 @@ class ConnectorsService(Service):
 
     async def on_contact_erased(self, env: Envelope) -> None:
         """Forget the calls of an erased person (what is kept to join a call's events)."""
+        await conversations.ON_ERASED(self, env)
         keys = list(env.payload.get("identity_keys") or [])
         if keys:
             await self.db.calls.delete_many({"tenant_id": env.tenant_id, "sender_keys": {"$in": keys}})
@@ -550,13 +560,20 @@ class ConnectorsService(Service):
             self._wake.set()
             return
         try:
-            await self._emit(env, doc, list(outcome.items))
+            await self._emit(env, doc, list(outcome.items), outcome.statuses)
         except RetryLater as exc:
             await self._defer(env, str(exc))
 
-    async def _emit(self, env: Envelope, doc: dict[str, Any], items: list[Captured]) -> None:
-        """Publish the interactions of one hook (once per hook event); raises :class:`RetryLater`
-        when a call event cannot be placed yet (a recording before its call)."""
+    async def _emit(
+        self,
+        env: Envelope,
+        doc: dict[str, Any],
+        items: list[Captured],
+        statuses: Sequence[MessageStatus] = (),
+    ) -> None:
+        """Publish the interactions of one hook (once per hook event), and the delivery reports on
+        messages we sent (``delivery.status_reported``, for conversations); raises
+        :class:`RetryLater` when a call event cannot be placed yet (a recording before its call)."""
         region = await self.region(doc["tenant_id"])
         items = [await self._join_call(doc, item, region) for item in items]
         captured = [normalise(item, doc, region) for item in items]
@@ -568,6 +585,14 @@ class ConnectorsService(Service):
                     doc["tenant_id"],
                     payload,
                     idempotency_key=item.idempotency_key,
+                    caused_by=env,
+                )
+            for status in statuses:
+                uow.emit(
+                    "delivery.status_reported",
+                    doc["tenant_id"],
+                    {"channel_id": doc["_id"], **dataclasses.asdict(status)},
+                    idempotency_key=f"status:{doc['_id']}:{status.idempotency_key}",
                     caused_by=env,
                 )
 
@@ -681,7 +706,7 @@ class ConnectorsService(Service):
                 items = list(outcome.items)
                 if outcome.needs_enrichment:
                     items += list(await adapter.enrich(view, outcome, self.http, received_at))
-                await self._emit(env, channel, items)
+                await self._emit(env, channel, items, outcome.statuses)
             except RetryLater as exc:
                 attempts = doc["attempts"] + 1
                 failed = now - as_utc(doc["first_at"]) > ENRICH_GIVE_UP

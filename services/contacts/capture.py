@@ -148,6 +148,13 @@ async def capture(uow: UnitOfWork, env: Envelope) -> None:
     tenant = env.tenant_id
     key = env.idempotency_key or env.event_id
     phones, emails, handles = list(ic.sender.phones), list(ic.sender.emails), list(ic.sender.handles)
+    if ic.contact_id:  # an answer sent from this card's conversation
+        card = await uow.db.contacts.find_one(
+            {"_id": ic.contact_id, "tenant_id": tenant}, session=uow.session
+        )
+        if card is not None and card.get("state") == "active":
+            await _record(uow, env, ic, key, card, new_contact=False)
+            return
     candidates = await find_candidates(uow, tenant, phones, emails, handles)
 
     if candidates:
