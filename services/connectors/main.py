@@ -55,9 +55,15 @@ REQUIRED_SECRETS: dict[str, tuple[str, ...]] = {
     "google_ads": ("key",),
     "vk": ("confirmation", "secret"),
     "telegram": ("secret_token",),
+    "whatsapp": ("app_secret", "verify_token", "access_token"),
+    "avito": ("client_id", "client_secret"),
     "imap": ("password",),
 }
-REQUIRED_CONFIG: dict[str, tuple[str, ...]] = {"imap": ("host", "username")}
+REQUIRED_CONFIG: dict[str, tuple[str, ...]] = {
+    "whatsapp": ("phone_number_id",),
+    "avito": ("user_id",),
+    "imap": ("host", "username"),
+}
 CONSUMER_HOOKS = "connectors.hooks"
 PROBLEM = "application/problem+json"
 ENRICH_GIVE_UP = timedelta(hours=24)
