@@ -84,7 +84,11 @@ class WhatsAppSender:
             wamid = first.get("id") if isinstance(first, dict) else None
             if isinstance(wamid, str) and wamid:
                 return SendResult(provider_message_id=wamid)
-            raise SendFailed("WhatsApp answered 200 without a message id.", retryable=True)
+            raise SendFailed(
+                "WhatsApp answered 200 without a message id; it may have been delivered, so it is not "
+                "sent again.",
+                retryable=False,
+            )
         raise failure(resp, doc, now)
 
 
