@@ -64,6 +64,7 @@ REQUIRED_CONFIG: dict[str, tuple[str, ...]] = {
     "avito": ("user_id",),
     "imap": ("host", "username"),
 }
+NUMERIC_CONFIG: dict[str, tuple[str, ...]] = {"whatsapp": ("phone_number_id",), "avito": ("user_id",)}
 CONSUMER_HOOKS = "connectors.hooks"
 PROBLEM = "application/problem+json"
 ENRICH_GIVE_UP = timedelta(hours=24)
@@ -189,6 +190,10 @@ class ConnectorsService(Service):
         for name in REQUIRED_CONFIG.get(kind, ()):
             if not config.get(name):
                 errors[f"config.{name}"] = f"is required for {kind}"
+        for name in NUMERIC_CONFIG.get(kind, ()):
+            value = config.get(name)
+            if value not in (None, "") and not str(value).strip().isdigit():
+                errors[f"config.{name}"] = "must be the provider's numeric id"
         if errors:
             raise ValidationFailed(errors)
 

@@ -74,6 +74,8 @@ def test_whatsapp_channel_needs_its_secrets_and_phone_number_id(admin: Api) -> N
     assert {"secrets.verify_token", "secrets.access_token", "config.phone_number_id"} <= set(
         r.json()["errors"]
     )
+    r = create(admin, {"kind": "whatsapp", "secrets": WA_SECRETS, "config": {"phone_number_id": "1/../me"}})
+    assert r.status_code == 422 and "config.phone_number_id" in r.json()["errors"]
 
 
 def test_whatsapp_verification_and_a_signed_message_on_the_senders_card(admin: Api) -> None:

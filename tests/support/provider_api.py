@@ -52,7 +52,9 @@ class ProviderApi:
         self._lock = threading.Lock()
         self.port = free_port()
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, name="provider-api", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="provider-api", daemon=True
+        )
 
     @property
     def url(self) -> str:

@@ -20,6 +20,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -117,7 +118,10 @@ class AvitoSender:
         if len(message.text) > MAX_TEXT:
             raise SendFailed(f"Avito: a message holds at most {MAX_TEXT} characters.", retryable=False)
         base = _http.base_url(channel, DEFAULT_API_BASE_URL)
-        url = f"{base}/messenger/v1/accounts/{user_id}/chats/{chat_id}/messages"
+        # ids from a webhook go into the path: encoded, so none can reach another endpoint
+        url = (
+            f"{base}/messenger/v1/accounts/{quote(user_id, safe='')}/chats/{quote(chat_id, safe='')}/messages"
+        )
         body = {"message": {"text": message.text}, "type": "text"}
         for attempt in (1, 2):
             token = await self.token(channel, http, now)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -73,7 +74,7 @@ class WhatsAppSender:
                 )
             body["type"] = "text"
             body["text"] = {"preview_url": False, "body": message.text}
-        url = f"{_http.base_url(channel, DEFAULT_API_BASE_URL)}/{number}/messages"
+        url = f"{_http.base_url(channel, DEFAULT_API_BASE_URL)}/{quote(number, safe='')}/messages"
         resp = await _http.request(
             http, "POST", url, PROVIDER, json=body, headers={"Authorization": f"Bearer {token}"}
         )

@@ -146,3 +146,16 @@ async def test_too_long_or_missing_chat_is_final_and_calls_nothing():
                     channel(api), OutboundMessage("k", "c", "chat:x", {}, "hi"), http, NOW
                 )
     assert api.requests == []
+
+
+async def test_a_hostile_chat_id_stays_one_path_segment():
+    sender = AvitoSender()
+    hostile = OutboundMessage(
+        "k", "c1", "chat:x", {"chat_id": "../../../core/v1/accounts/self", "user_id": "94235311"}, "hi"
+    )
+    with provider_api(avito) as api:
+        async with guarded_client() as http:
+            await sender.send(channel(api), hostile, http, NOW)
+    sent = api.requests[-1]
+    assert sent.path.startswith("/messenger/v1/accounts/94235311/chats/") and sent.path.endswith("/messages")
+    assert sent.path.count("/") == 7
