@@ -14,7 +14,11 @@ HMAC-SHA256 of the raw body keyed with the app secret>`` (always required: witho
 - Each of ``messages`` (text, image/video/document/audio/sticker with media id, mime type and
   caption, location, contacts, button and interactive replies, reactions) is one ``message``,
   direction ``in``, keyed ``whatsapp:<wamid>``, from ``+<wa_id>`` (name from ``profile.name``),
-  handle ``whatsapp:<wa_id>``, thread ``wa:<wa_id>`` answered ``{"to": wa_id}``.
+  handle ``whatsapp:<wa_id>``, thread ``wa:<wa_id>`` answered ``{"to": wa_id}``. A user who
+  adopted a WhatsApp username may come without a phone, only with a business-scoped user id
+  (BSUID, ``contacts[].user_id`` / ``messages[].from_user_id``, ``US.1349...``): then the handle is
+  ``whatsapp:<BSUID>``, the thread ``wa:<BSUID>`` answered ``{"recipient": BSUID}``; when both
+  come, both handles are kept, so the card is found either way later.
 - Each of ``statuses`` (``sent``, ``delivered``, ``read``, ``failed`` with ``errors[]``) is a
   :class:`MessageStatus` keyed ``whatsapp:status:<wamid>:<status>``.
 - A change for another phone number of the account (``metadata.phone_number_id`` is not
@@ -23,7 +27,9 @@ HMAC-SHA256 of the raw body keyed with the app secret>`` (always required: witho
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -48,6 +54,23 @@ DEFAULT_API_BASE_URL = "https://graph.facebook.com/v26.0"
 MAX_ITEMS = 200
 STATES: tuple[MessageState, ...] = ("sent", "delivered", "read", "failed")
 IGNORED_TYPES = frozenset({"system", "request_welcome", "ephemeral"})
+
+
+BSUID = re.compile(r"^[A-Z]{2}(\.ENT)?\.[A-Za-z0-9]{1,128}$")
+
+
+@dataclass(frozen=True)
+class _Person:
+    wa_id: str | None
+    user_id: str | None
+    name: str | None
+    username: str | None
+
+
+def bsuid_of(value: Any) -> str | None:
+    """A business-scoped user id (``US.13491208655302741918``)."""
+    text = fu.scalar_text(value)
+    return text if BSUID.match(text) else None
 
 
 def wa_id_of(value: Any) -> str | None:
@@ -88,9 +111,9 @@ class WhatsAppAdapter:
                 number = fu.scalar_text(fu.obj(value.get("metadata")).get("phone_number_id"))
                 if own_number and number and number != own_number:
                     continue
-                names = self._names(value.get("contacts"))
+                people = self._names(value.get("contacts"))
                 for message in fu.lst(value.get("messages")):
-                    item = self._message(fu.obj(message), names, now)
+                    item = self._message(fu.obj(message), people, now)
                     if item is not None and item.idempotency_key not in {i.idempotency_key for i in items}:
                         items.append(item)
                 for status in fu.lst(value.get("statuses")):
@@ -115,36 +138,61 @@ class WhatsAppAdapter:
         return HookOutcome(response=fu.text_response(challenge), durable=False)
 
     @staticmethod
-    def _names(contacts: Any) -> dict[str, str]:
-        names: dict[str, str] = {}
-        for contact in fu.lst(contacts):
+    def _names(contacts: Any) -> list[_Person]:
+        people: list[_Person] = []
+        for contact in fu.lst(contacts)[:MAX_ITEMS]:
             contact = fu.obj(contact)
-            wa_id = wa_id_of(contact.get("wa_id"))
-            name = fu.clean_text(fu.scalar_text(fu.obj(contact.get("profile")).get("name")), 200)
-            if wa_id and name:
-                names[wa_id] = name
-        return names
+            profile = fu.obj(contact.get("profile"))
+            person = _Person(
+                wa_id=wa_id_of(contact.get("wa_id")),
+                user_id=bsuid_of(contact.get("user_id")),
+                name=fu.clean_text(fu.scalar_text(profile.get("name")), 200) or None,
+                username=fu.clean_text(fu.scalar_text(profile.get("username")), 100) or None,
+            )
+            if person.wa_id or person.user_id:
+                people.append(person)
+        return people
 
-    def _message(self, msg: Mapping[str, Any], names: dict[str, str], now: datetime) -> Captured | None:
+    @staticmethod
+    def _who(msg: Mapping[str, Any], people: list[_Person]) -> _Person:
+        """The writer: ``from`` (phone) and ``from_user_id`` (BSUID), completed from ``contacts``."""
+        wa_id = wa_id_of(msg.get("from"))
+        user_id = bsuid_of(msg.get("from_user_id"))
+        match = next(
+            (p for p in people if (wa_id and p.wa_id == wa_id) or (user_id and p.user_id == user_id)),
+            # no sender on the message itself (a username user): the delivery's one contact
+            people[0] if len(people) == 1 and not (msg.get("from") or msg.get("from_user_id")) else None,
+        )
+        if match is None:
+            return _Person(wa_id, user_id, None, None)
+        return _Person(wa_id or match.wa_id, user_id or match.user_id, match.name, match.username)
+
+    def _message(self, msg: Mapping[str, Any], people: list[_Person], now: datetime) -> Captured | None:
         kind = fu.scalar_text(msg.get("type")) or "unknown"
         if kind in IGNORED_TYPES:
             return None
         wamid = fu.scalar_text(msg.get("id"))
-        wa_id = wa_id_of(msg.get("from"))
+        who = self._who(msg, people)
         errors = {}
         if not wamid:
             errors["messages.id"] = "id (wamid) is required."
-        if wa_id is None:
-            errors["messages.from"] = "from must be the sender's WhatsApp id (digits)."
+        if who.wa_id is None and who.user_id is None:
+            errors["messages.from"] = (
+                "from (the WhatsApp id, digits) or a business-scoped user id is required."
+            )
         if errors:
             raise fu.invalid(errors)
-        assert wa_id is not None
+        wa_id, user_id = who.wa_id, who.user_id
+        peer = wa_id or user_id
+        assert peer is not None
         wamid = fu.safe_id(wamid, 200)
         text, summary, details = content_of(kind, msg)
         data: dict[str, Any] = {
             "text": text,
             "type": kind,
             "wa_id": wa_id,
+            "user_id": user_id,
+            "username": who.username,
             "message_id": wamid,
             "attachments": details.pop("attachments", []),
             **details,
@@ -168,11 +216,15 @@ class WhatsAppAdapter:
             kind="message",
             direction="in",
             occurred_at=fu.parse_time(msg.get("timestamp"), now),
-            sender=Sender(name=names.get(wa_id), phones=(f"+{wa_id}",), handles=(f"whatsapp:{wa_id}",)),
+            sender=Sender(
+                name=who.name,
+                phones=(f"+{wa_id}",) if wa_id else (),
+                handles=tuple(f"whatsapp:{x}" for x in (wa_id, user_id) if x),
+            ),
             summary=f"WhatsApp: {summary}",
             data=data,
             utm=utm,
-            thread=Thread(key=f"wa:{wa_id}", address={"to": wa_id}),
+            thread=Thread(key=f"wa:{peer}", address={"to": wa_id} if wa_id else {"recipient": user_id}),
             provider_message_id=wamid,
         )
 

@@ -1,7 +1,8 @@
 """WhatsApp Business Cloud API sender: ``POST {api_base_url}/{phone_number_id}/messages``.
 
 Request (``Authorization: Bearer <secrets.access_token>``): ``{"messaging_product": "whatsapp",
-"recipient_type": "individual", "to": <wa_id>, "type": "text", "text": {"preview_url": false,
+"recipient_type": "individual", "to": <wa_id>`` (or ``"recipient": <BSUID>`` for a user known only
+by a business-scoped user id) ``, "type": "text", "text": {"preview_url": false,
 "body": ...}}``, or ``"type": "template", "template": {"name", "language": {"code"},
 "components"?}`` when :attr:`OutboundMessage.template` is set (the only kind of message WhatsApp
 delivers more than 24 hours after the client last wrote). Answer: ``{"messages": [{"id":
@@ -60,8 +61,11 @@ class WhatsAppSender:
     ) -> SendResult:
         token = _http.secret(channel, "access_token", PROVIDER)
         number = _http.config_value(channel, "phone_number_id", PROVIDER)
-        to = _http.address_value(message.address, "to", PROVIDER)
-        body: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to}
+        body: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual"}
+        if message.address.get("to"):
+            body["to"] = _http.address_value(message.address, "to", PROVIDER)
+        else:  # a user known only by a business-scoped user id (a username, no phone)
+            body["recipient"] = _http.address_value(message.address, "recipient", PROVIDER)
         if message.template:
             body["type"] = "template"
             body["template"] = _template(message.template)

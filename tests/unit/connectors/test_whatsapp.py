@@ -229,3 +229,20 @@ def test_hostile_variations_never_crash():
                 json.dumps(item.data)
                 assert item.occurred_at.tzinfo is not None
                 assert item.thread is not None and item.thread.key.startswith("wa:")
+
+
+def test_a_username_user_without_a_phone_is_known_by_the_business_scoped_id():
+    item = one("username_only")
+    assert item.sender.phones == () and item.sender.name == "Sheena"
+    assert item.sender.handles == ("whatsapp:US.13491208655302741918",)
+    assert item.thread is not None
+    assert item.thread.key == "wa:US.13491208655302741918"
+    assert item.thread.address == {"recipient": "US.13491208655302741918"}
+    assert item.data["username"] == "@sheena.n" and item.data["wa_id"] is None
+
+
+def test_phone_and_business_scoped_id_together_keep_both_handles():
+    item = one("phone_and_bsuid")
+    assert item.sender.phones == ("+16505551234",)
+    assert item.sender.handles == ("whatsapp:16505551234", "whatsapp:US.13491208655302741918")
+    assert item.thread is not None and item.thread.key == "wa:16505551234"

@@ -174,3 +174,13 @@ async def test_missing_token_or_recipient_is_final_and_calls_nothing():
                 await SENDER.send(ch, bare, http, NOW)
             assert not info.value.retryable
     assert api.requests == []
+
+
+async def test_a_user_known_only_by_a_business_scoped_id_is_sent_to_as_recipient():
+    bsuid = "US.13491208655302741918"
+    msg = OutboundMessage("msg-2", "c1", f"wa:{bsuid}", {"recipient": bsuid}, "Yes, in stock.")
+    with provider_api() as api:
+        api.answer(200, accepted())
+        await send(api, msg)
+    body = api.requests[0].json()
+    assert body["recipient"] == bsuid and "to" not in body
