@@ -98,8 +98,8 @@ class WhatsAppAdapter:
         if not isinstance(entries, list):
             raise fu.invalid({"entry": "entry must be a list."})
         own_number = fu.scalar_text(channel.config.get("phone_number_id"))
-        items: list[Captured] = []
-        statuses: list[MessageStatus] = []
+        items: dict[str, Captured] = {}
+        statuses: dict[str, MessageStatus] = {}
         for entry in entries:
             for change in fu.lst(fu.obj(entry).get("changes")):
                 change = fu.obj(change)
@@ -111,20 +111,23 @@ class WhatsAppAdapter:
                 number = fu.scalar_text(fu.obj(value.get("metadata")).get("phone_number_id"))
                 if own_number and number and number != own_number:
                     continue
+                messages, reports = fu.lst(value.get("messages")), fu.lst(value.get("statuses"))
+                if len(items) + len(statuses) + len(messages) + len(reports) > MAX_ITEMS:
+                    raise fu.invalid({"entry": f"At most {MAX_ITEMS} messages and statuses per delivery."})
                 people = self._names(value.get("contacts"))
-                for message in fu.lst(value.get("messages")):
+                for message in messages:
                     item = self._message(fu.obj(message), people, now)
-                    if item is not None and item.idempotency_key not in {i.idempotency_key for i in items}:
-                        items.append(item)
-                for status in fu.lst(value.get("statuses")):
-                    st = self._status(fu.obj(status), now)
-                    if st is not None and st not in statuses:
-                        statuses.append(st)
-        if len(items) + len(statuses) > MAX_ITEMS:
-            raise fu.invalid({"entry": f"At most {MAX_ITEMS} messages and statuses per delivery."})
+                    if item is not None:
+                        items.setdefault(item.idempotency_key, item)
+                for report in reports:
+                    st = self._status(fu.obj(report), now)
+                    if st is not None:
+                        statuses.setdefault(st.idempotency_key, st)
         if not items and not statuses:
             return HookOutcome(response=fu.json_response(), discarded="ignored")
-        return HookOutcome(response=fu.json_response(), items=tuple(items), statuses=tuple(statuses))
+        return HookOutcome(
+            response=fu.json_response(), items=tuple(items.values()), statuses=tuple(statuses.values())
+        )
 
     def _verify_subscription(self, channel: ChannelView, request: RawRequest) -> HookOutcome:
         q = request.query_params()

@@ -13,7 +13,7 @@ import pytest
 
 from services.connectors.adapters import get_adapter
 from services.connectors.adapters.base import ChannelView, HookError, RawRequest, hmac_sha256_hex
-from services.connectors.adapters.whatsapp import ADAPTER
+from services.connectors.adapters.whatsapp import ADAPTER, MAX_ITEMS
 from tests.support.fuzz import mutations
 
 pytestmark = pytest.mark.unit
@@ -246,3 +246,14 @@ def test_phone_and_business_scoped_id_together_keep_both_handles():
     assert item.sender.phones == ("+16505551234",)
     assert item.sender.handles == ("whatsapp:16505551234", "whatsapp:US.13491208655302741918")
     assert item.thread is not None and item.thread.key == "wa:16505551234"
+
+
+def test_a_delivery_over_the_item_limit_is_422():
+    doc = copy.deepcopy(FIXTURES["text"])
+    (message,) = doc["entry"][0]["changes"][0]["value"]["messages"]
+    doc["entry"][0]["changes"][0]["value"]["messages"] = [
+        {**message, "id": f"wamid.{n}"} for n in range(MAX_ITEMS + 1)
+    ]
+    with pytest.raises(HookError) as info:
+        handle(doc)
+    assert info.value.status == 422 and "entry" in info.value.errors
