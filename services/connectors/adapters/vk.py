@@ -14,7 +14,8 @@ Every event is ``POST`` JSON ``{"type", "object", "group_id", "event_id"?, "v"?,
 * ``message_new`` (``object.message``, or the object itself in API versions before 5.103:
   ``from_id``, ``peer_id``, ``text``, ``date``, ``id``, ``conversation_message_id``) → an inbound
   ``message``; ``message_reply`` (the community's own answer, written in VK or sent by the hub)
-  → an outbound one, on the thread ``peer:<peer_id>`` (see ``_vk_message``).
+  → an outbound one, on the thread ``peer:<peer_id>`` (see ``_vk_message``). A message naming no
+  person (another community's bot in a chat, our answer in a group chat) creates nothing.
 * Other types → ``ok`` with ``discarded="ignored"``.
 
 The VK user id is in ``data.vk_user_id`` (with ``data.profile_url``). Idempotency key
@@ -97,6 +98,8 @@ class VkAdapter:
             if not isinstance(obj, Mapping):
                 raise fu.invalid({"object": "object must be an object."})
             item = self._message(event_type, body, obj, group_id, now)
+            if not item.sender.handles:  # another community's bot, or our answer in a group chat
+                return HookOutcome(response=fu.text_response("ok"), discarded="ignored")
         else:
             return HookOutcome(response=fu.text_response("ok"), discarded="ignored")
         return HookOutcome(response=fu.text_response("ok"), items=(item,))

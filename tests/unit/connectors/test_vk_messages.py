@@ -122,3 +122,13 @@ def test_hostile_variations_never_crash():
             for item in out.items:
                 json.dumps(item.data)
                 assert item.thread is None or item.thread.key.startswith("peer:")
+
+
+def test_messages_without_a_person_create_nothing():
+    bot = copy.deepcopy(FIXTURES["message_new_attachments"])
+    bot["object"]["message"]["from_id"] = -5551234
+    bot["object"]["message"]["peer_id"] = 2000000003
+    assert handle(bot).discarded == "ignored"
+    in_chat = copy.deepcopy(FIXTURES["message_reply"])
+    in_chat["object"]["peer_id"] = 2000000003
+    assert handle(in_chat).discarded == "ignored"
