@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ class Answer:
     status: int = 200
     body: Any = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    """How long the stand-in waits before answering (a provider that does not answer in time)."""
 
 
 class ProviderApi:
@@ -60,9 +63,11 @@ class ProviderApi:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def answer(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
+    def answer(
+        self, status: int, body: Any = None, headers: dict[str, str] | None = None, delay_s: float = 0.0
+    ) -> None:
         with self._lock:
-            self.queue.append(Answer(status, {} if body is None else body, headers or {}))
+            self.queue.append(Answer(status, {} if body is None else body, headers or {}, delay_s))
 
     def _respond(self, seen: Seen) -> Answer:
         with self._lock:
@@ -86,6 +91,8 @@ class ProviderApi:
                     body=self.rfile.read(length) if length else b"",
                 )
                 ans = api._respond(seen)
+                if ans.delay_s:
+                    time.sleep(ans.delay_s)
                 data = ans.body if isinstance(ans.body, bytes) else json.dumps(ans.body).encode()
                 self.send_response(ans.status)
                 self.send_header("Content-Type", "application/json")
@@ -120,9 +127,9 @@ def provider_api(default: Callable[[Seen], Answer] | None = None) -> Iterator[Pr
         api.stop()
 
 
-def guarded_client(*, allow_private: bool = True) -> httpx.AsyncClient:
+def guarded_client(*, allow_private: bool = True, timeout_s: float = 5.0) -> httpx.AsyncClient:
     """The client the connectors service gives senders: every call through the outbound guard
     (``allow_private`` is ``CRM_ALLOW_PRIVATE_URLS``, which a local stand-in needs)."""
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(5.0), transport=GuardedTransport(UrlGuard(allow_private=allow_private))
+        timeout=httpx.Timeout(timeout_s), transport=GuardedTransport(UrlGuard(allow_private=allow_private))
     )

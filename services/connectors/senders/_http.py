@@ -1,6 +1,8 @@
 """What the provider senders share: one guarded HTTP call, its failures as :class:`SendFailed`.
 
-- A network failure (timeout, connection refused, a reset) may be repeated: ``retryable``.
+- A failure before the request left (connection refused, connect timeout) may be repeated:
+  ``retryable``. One after it left (no answer, a reset) is retryable only where the provider
+  deduplicates the call (VK's ``random_id``); elsewhere the message may have been delivered.
 - A destination the outbound guard refuses (``CRM_ALLOW_PRIVATE_URLS`` off and a private base URL)
   is a configuration problem: repeating it cannot help, so it is not retryable.
 - ``Retry-After`` (seconds or an HTTP date) becomes ``retry_after_s``.
@@ -23,7 +25,6 @@ from shared.netguard import BlockedAddress
 
 from .base import SendFailed
 
-TIMEOUT_S = 15.0
 MAX_REASON = 300
 
 
@@ -77,11 +78,17 @@ def retry_after(resp: httpx.Response, now: datetime | None = None) -> float | No
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+"""Failures before the request left: repeating it cannot double anything."""
+
+
 async def request(
-    http: httpx.AsyncClient, method: str, url: str, provider: str, **kwargs: Any
+    http: httpx.AsyncClient, method: str, url: str, provider: str, *, idempotent: bool, **kwargs: Any
 ) -> httpx.Response:
-    """One call; network failures become :class:`SendFailed`."""
-    kwargs.setdefault("timeout", TIMEOUT_S)
+    """One call (the client's timeouts apply); network failures become :class:`SendFailed`.
+
+    A failure after the request left (no answer, a cut connection) may mean the provider acted on
+    it: it is retryable only when the call is ``idempotent`` (the provider deduplicates it)."""
     try:
         return await http.request(method, url, **kwargs)
     except BlockedAddress as exc:
@@ -89,8 +96,16 @@ async def request(
             f"{provider}: the API base URL is refused by the outbound guard ({reason(exc)}).",
             retryable=False,
         ) from exc
-    except httpx.HTTPError as exc:
+    except NOT_SENT as exc:
         raise SendFailed(f"{provider} unreachable ({type(exc).__name__}).", retryable=True) from exc
+    except httpx.HTTPError as exc:
+        if idempotent:
+            raise SendFailed(f"{provider} did not answer ({type(exc).__name__}).", retryable=True) from exc
+        raise SendFailed(
+            f"{provider} did not answer ({type(exc).__name__}); the message may have been delivered, "
+            "so it is not sent again.",
+            retryable=False,
+        ) from exc
 
 
 def json_of(resp: httpx.Response) -> Mapping[str, Any]:

@@ -69,6 +69,8 @@ def _transient(resp: httpx.Response, now: datetime, what: str) -> SendFailed | N
 
 class AvitoSender:
     kind = "avito"
+    resend_safe = False
+    """No idempotency key: a send cut off by a crash is not repeated."""
 
     def __init__(self) -> None:
         self._tokens: dict[str, _Token] = {}
@@ -92,7 +94,7 @@ class AvitoSender:
                 "client_id": client_id,
                 "client_secret": client_secret,
             }
-            resp = await _http.request(http, "POST", url, PROVIDER, data=form)
+            resp = await _http.request(http, "POST", url, PROVIDER, idempotent=True, data=form)
             if failed := _transient(resp, now, "the token request"):
                 raise failed
             doc = _http.json_of(resp)
@@ -126,7 +128,13 @@ class AvitoSender:
         for attempt in (1, 2):
             token = await self.token(channel, http, now)
             resp = await _http.request(
-                http, "POST", url, PROVIDER, json=body, headers={"Authorization": f"Bearer {token}"}
+                http,
+                "POST",
+                url,
+                PROVIDER,
+                idempotent=False,
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
             )
             if resp.status_code == 401 and attempt == 1:
                 self.forget(channel.id)  # revoked or expired early: one fresh token

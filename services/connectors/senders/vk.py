@@ -49,6 +49,8 @@ def random_id_for(idempotency_key: str) -> int:
 
 class VkSender:
     kind = "vk"
+    resend_safe = True
+    """VK drops a repeat with the same random_id."""
 
     async def send(
         self, channel: ChannelView, message: OutboundMessage, http: Any, now: datetime
@@ -69,7 +71,7 @@ class VkSender:
             "random_id": str(rid),
         }
         url = f"{_http.base_url(channel, DEFAULT_API_BASE_URL)}/method/messages.send"
-        resp = await _http.request(http, "POST", url, PROVIDER, data=form)
+        resp = await _http.request(http, "POST", url, PROVIDER, idempotent=True, data=form)
         if resp.status_code == 429 or resp.status_code >= 500:
             wait = _http.retry_after(resp, now)
             raise SendFailed(

@@ -55,6 +55,8 @@ def _template(template: dict[str, Any]) -> dict[str, Any]:
 
 class WhatsAppSender:
     kind = "whatsapp"
+    resend_safe = False
+    """No idempotency key: a send cut off by a crash is not repeated."""
 
     async def send(
         self, channel: ChannelView, message: OutboundMessage, http: Any, now: datetime
@@ -80,7 +82,13 @@ class WhatsAppSender:
             body["text"] = {"preview_url": False, "body": message.text}
         url = f"{_http.base_url(channel, DEFAULT_API_BASE_URL)}/{quote(number, safe='')}/messages"
         resp = await _http.request(
-            http, "POST", url, PROVIDER, json=body, headers={"Authorization": f"Bearer {token}"}
+            http,
+            "POST",
+            url,
+            PROVIDER,
+            idempotent=False,
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
         )
         doc = _http.json_of(resp)
         if resp.status_code == 200:

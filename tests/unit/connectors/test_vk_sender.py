@@ -138,3 +138,13 @@ async def test_no_token_is_final_and_calls_nothing():
                 await SENDER.send(bare, message(), http, NOW)
     assert "secrets.access_token" in info.value.reason and not info.value.retryable
     assert api.requests == []
+
+
+async def test_no_answer_is_retryable_because_vk_drops_a_repeat():
+    with provider_api() as api:
+        api.answer(200, {"response": 1}, delay_s=1.0)
+        async with guarded_client(timeout_s=0.3) as http:
+            with pytest.raises(SendFailed) as info:
+                await SENDER.send(channel(api), message(), http, NOW)
+    assert info.value.retryable is True
+    assert SENDER.resend_safe is True

@@ -184,3 +184,14 @@ async def test_a_user_known_only_by_a_business_scoped_id_is_sent_to_as_recipient
         await send(api, msg)
     body = api.requests[0].json()
     assert body["recipient"] == bsuid and "to" not in body
+
+
+async def test_no_answer_after_the_request_left_is_not_repeated():
+    """WhatsApp has no idempotency key: a send that may have gone out is not sent again."""
+    with provider_api() as api:
+        api.answer(200, accepted(), delay_s=1.0)
+        async with guarded_client(timeout_s=0.3) as http:
+            with pytest.raises(SendFailed) as info:
+                await SENDER.send(channel(api), message(), http, NOW)
+    assert info.value.retryable is False and "may have been delivered" in info.value.reason
+    assert SENDER.resend_safe is False
