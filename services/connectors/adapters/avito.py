@@ -9,7 +9,7 @@ it the channel's health says the hook is unauthenticated.
 
 - A message from the client (``author_id`` is not the channel's ``config.user_id``) is one
   ``message``, direction ``in``, keyed ``avito:<message id>``, handle ``avito:<author_id>``,
-  thread ``chat:<chat_id>`` answered ``{"chat_id", "user_id", "item_id"}``; the listing's
+  thread ``chat:<chat_id>`` answered ``{"chat_id", "user_id", "item_id", "handles"}``; the listing's
   ``item_id`` is kept on the message data.
 - Our side's messages (``author_id`` = ``config.user_id``: answers written in Avito, or the echo
   of one the hub sent) are accepted and create nothing: the webhook does not name the client
@@ -174,7 +174,14 @@ class AvitoAdapter:
             data=data,
             thread=Thread(
                 key=f"chat:{chat_id}",
-                address={"chat_id": chat_id, "user_id": user_id, "item_id": item_id},
+                # ``handles``: the client our answers on it go to (the webhook of our own
+                # messages does not name them), so an answer is filed on the client's card
+                address={
+                    "chat_id": chat_id,
+                    "user_id": user_id,
+                    "item_id": item_id,
+                    "handles": [f"avito:{author}"],
+                },
             ),
             provider_message_id=msg_key,
         )

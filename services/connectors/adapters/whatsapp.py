@@ -17,7 +17,7 @@ HMAC-SHA256 of the raw body keyed with the app secret>`` (always required: witho
   handle ``whatsapp:<wa_id>``, thread ``wa:<wa_id>`` answered ``{"to": wa_id}``. A user who
   adopted a WhatsApp username may come without a phone, only with a business-scoped user id
   (BSUID, ``contacts[].user_id`` / ``messages[].from_user_id``, ``US.1349...``): then the handle is
-  ``whatsapp:<BSUID>``, the thread ``wa:<BSUID>`` answered ``{"recipient": BSUID}``; when both
+  ``whatsapp:<BSUID>``, the thread ``wa:<BSUID>`` answered ``{"recipient": BSUID, "handles"}``; when both
   come, both handles are kept, so the card is found either way later.
 - Each of ``statuses`` (``sent``, ``delivered``, ``read``, ``failed`` with ``errors[]``) is a
   :class:`MessageStatus` keyed ``whatsapp:status:<wamid>:<status>``.
@@ -227,7 +227,12 @@ class WhatsAppAdapter:
             summary=f"WhatsApp: {summary}",
             data=data,
             utm=utm,
-            thread=Thread(key=f"wa:{peer}", address={"to": wa_id} if wa_id else {"recipient": user_id}),
+            thread=Thread(
+                key=f"wa:{peer}",
+                address={"to": wa_id}
+                if wa_id
+                else {"recipient": user_id, "handles": [f"whatsapp:{user_id}"]},
+            ),
             provider_message_id=wamid,
         )
 

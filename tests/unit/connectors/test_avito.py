@@ -58,6 +58,7 @@ def test_client_text_is_one_inbound_message_on_the_chat_thread():
         "chat_id": "u2i-PJIKqOpqbkqzeWcQ~L0ZOw",
         "user_id": "94235311",
         "item_id": "1768287444",
+        "handles": ["avito:141906442"],
     }
     assert item.data["item_id"] == "1768287444"
     assert item.data["text"].startswith("Здравствуйте! Диван")

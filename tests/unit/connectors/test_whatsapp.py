@@ -237,7 +237,10 @@ def test_a_username_user_without_a_phone_is_known_by_the_business_scoped_id():
     assert item.sender.handles == ("whatsapp:US.13491208655302741918",)
     assert item.thread is not None
     assert item.thread.key == "wa:US.13491208655302741918"
-    assert item.thread.address == {"recipient": "US.13491208655302741918"}
+    assert item.thread.address == {
+        "recipient": "US.13491208655302741918",
+        "handles": ["whatsapp:US.13491208655302741918"],
+    }
     assert item.data["username"] == "@sheena.n" and item.data["wa_id"] is None
 
 
