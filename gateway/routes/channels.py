@@ -26,6 +26,8 @@ ChannelKind = Literal[
     "google_ads",
     "vk",
     "telegram",
+    "whatsapp",
+    "avito",
     "imap",
 ]
 

@@ -59,9 +59,16 @@ REQUIRED_SECRETS: dict[str, tuple[str, ...]] = {
     "google_ads": ("key",),
     "vk": ("confirmation", "secret"),
     "telegram": ("secret_token",),
+    "whatsapp": ("app_secret", "verify_token", "access_token"),
+    "avito": ("client_id", "client_secret"),
     "imap": ("password",),
 }
-REQUIRED_CONFIG: dict[str, tuple[str, ...]] = {"imap": ("host", "username")}
+REQUIRED_CONFIG: dict[str, tuple[str, ...]] = {
+    "whatsapp": ("phone_number_id",),
+    "avito": ("user_id",),
+    "imap": ("host", "username"),
+}
+NUMERIC_CONFIG: dict[str, tuple[str, ...]] = {"whatsapp": ("phone_number_id",), "avito": ("user_id",)}
 CONSUMER_HOOKS = "connectors.hooks"
 PROBLEM = "application/problem+json"
 ENRICH_GIVE_UP = timedelta(hours=24)
@@ -192,6 +199,10 @@ class ConnectorsService(Service):
             if not config.get(name):
                 errors[f"config.{name}"] = f"is required for {kind}"
         errors.update(mail_config_errors(kind, config))
+        for name in NUMERIC_CONFIG.get(kind, ()):
+            value = config.get(name)
+            if value not in (None, "") and not str(value).strip().isdigit():
+                errors[f"config.{name}"] = "must be the provider's numeric id"
         if errors:
             raise ValidationFailed(errors)
 

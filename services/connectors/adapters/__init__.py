@@ -21,6 +21,8 @@ HOOK_KINDS = (
     "google_ads",
     "vk",
     "telegram",
+    "whatsapp",
+    "avito",
 )
 
 
