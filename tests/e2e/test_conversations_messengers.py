@@ -2,9 +2,7 @@
 through the real hook, the conversation opens, the manager's answer goes out through the outbox
 worker to a local stand-in of the provider's API (answering as the provider documents), the
 provider's delivery reports (WhatsApp statuses) move the message on, and VK's echo of our own
-answer (``message_reply``) is not a second copy.
-
-Needs the conversations part (the ``conv-core`` branch); skipped where it is not there yet."""
+answer (``message_reply``) is not a second copy."""
 
 from __future__ import annotations
 
@@ -21,8 +19,6 @@ import pytest
 from services.connectors.adapters.base import hmac_sha256_hex
 from tests.support.hub import Api, eventually, touches
 from tests.support.provider_api import Answer, ProviderApi, Seen, provider_api
-
-pytest.importorskip("services.conversations", reason="the conversations part is not merged yet")
 
 pytestmark = pytest.mark.e2e
 
