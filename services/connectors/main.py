@@ -75,6 +75,8 @@ ENRICH_GIVE_UP = timedelta(hours=24)
 HEALTH_FLUSH_S = 0.5
 FINAL_CALL = ("answered", "missed", "busy", "failed")
 UNANSWERED = ("missed", "busy", "failed")
+CACHE_S = 5.0
+"""How long a process keeps a channel or a tenant's region read from the database."""
 
 
 def problem(err: AppError) -> JSONResponse:
@@ -99,6 +101,7 @@ class ConnectorsService(Service):
 
     def setup(self) -> None:
         self._channel_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._region_cache: dict[str, tuple[float, str]] = {}
         self._opened: dict[Any, dict[str, str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.http: httpx.AsyncClient | None = None
@@ -322,10 +325,18 @@ class ConnectorsService(Service):
         await self.db.tenants.update_one(
             {"_id": env.tenant_id}, {"$set": {"settings": env.payload["settings"]}}, upsert=True
         )
+        self._region_cache.pop(env.tenant_id, None)
 
     async def region(self, tenant_id: str) -> str:
+        """The tenant's default phone region, read at most every ``CACHE_S`` per process (the
+        replica that handles a settings change forgets it at once, the others within ``CACHE_S``)."""
+        hit = self._region_cache.get(tenant_id)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
         doc = await self.db.tenants.find_one({"_id": tenant_id})
-        return str(((doc or {}).get("settings") or {}).get("default_region") or "RU")
+        region = str(((doc or {}).get("settings") or {}).get("default_region") or "RU")
+        self._region_cache[tenant_id] = (time.monotonic() + CACHE_S, region)
+        return region
 
     # ---- hook ingress -----------------------------------------------------------------------
 
@@ -335,7 +346,7 @@ class ConnectorsService(Service):
             return hit[1]
         doc = await self.db.channels.find_one({"_id": channel_id})
         if doc is not None:
-            self._channel_cache[channel_id] = (time.monotonic() + 5.0, doc)
+            self._channel_cache[channel_id] = (time.monotonic() + CACHE_S, doc)
         return doc
 
     def channel_view(self, doc: dict[str, Any]) -> ChannelView:
