@@ -124,6 +124,9 @@ class InteractionCaptured(Payload):
     data: dict[str, Any] = Field(default_factory=dict)
     utm: dict[str, str] = Field(default_factory=dict)
     subject_key: str | None = None
+    contact_id: str | None = None
+    """Set on an answer sent from a conversation: the card it belongs on (while that contact is
+    active; else it is filed by the sender's identity like any touch)."""
 
 
 class InteractionRecorded(Payload):
@@ -457,6 +460,51 @@ PAYLOADS.update(
         ("inbox.item_accepted", 1): InboxItemAccepted,
         ("inbox.item_linked", 1): InboxItemLinked,
         ("inbox.item_rejected", 1): InboxItemRejected,
+    }
+)
+
+
+# ---- conversations --------------------------------------------------------------------------
+
+
+class MessageEvent(Payload):
+    """``message.received`` / ``message.sent`` / ``message.status_changed`` (public): ids, the
+    status and times, never the text or the thread's address."""
+
+    message_id: str
+    conversation_id: str
+    contact_id: str | None = None
+    channel_id: str
+    channel_kind: str
+    direction: Literal["in", "out"]
+    status: Literal["received", "queued", "sent", "delivered", "read", "failed"]
+    assignee_id: str | None = None
+    provider_message_id: str | None = None
+    error: str | None = None
+    occurred_at: str
+    """ISO 8601: received, sent, or when the status changed."""
+    awaiting_reply_since: str | None = None
+    """``message.sent``: since when the customer had waited for this answer (null: nobody was
+    waiting, a follow-up); the response-time report measures from it."""
+
+
+class DeliveryStatusReported(Payload):
+    """connectors (a provider's hook) → conversations: a delivery report on a message we sent."""
+
+    channel_id: str
+    idempotency_key: str
+    provider_message_id: str
+    status: Literal["sent", "delivered", "read", "failed"]
+    occurred_at: datetime
+    error: str | None = None
+
+
+PAYLOADS.update(
+    {
+        ("message.received", 1): MessageEvent,
+        ("message.sent", 1): MessageEvent,
+        ("message.status_changed", 1): MessageEvent,
+        ("delivery.status_reported", 1): DeliveryStatusReported,
     }
 )
 

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     outbox_sweep_s: float = 2.0
     enrich_retry_s: float = 2.0
     """First wait before a provider fetch that failed (Meta's Graph API) is tried again; doubles."""
+    send_lease_s: float = 120.0
+    """How long a message being sent is held by the worker that claimed it; a claim older than
+    this was cut off by a crash (longer than any provider call's timeout)."""
+    send_backoff_s: float = 2.0
+    """First wait before a failed send is tried again (doubling, at least the provider's
+    Retry-After), up to 5 attempts."""
     tasks_scheduler_s: float = 1.0
     """How often the tasks service claims due reminders and overdue notices."""
 

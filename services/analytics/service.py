@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from pymongo import ASCENDING, IndexModel
 
-from services.analytics import api
+from services.analytics import answers, api
 from services.analytics.handlers.readmodels import CONSUMER, ReadModelHandlers
 from services.analytics.handlers.reporting import ReportHandlers
 from shared.events import Envelope
@@ -45,6 +45,7 @@ class AnalyticsService(ReadModelHandlers, ReportHandlers):
             "contact.merged": self._contact_merged,
             "interaction.recorded": self._interaction,
             "task.completed": self._task_done,
+            "message.sent": answers.record_answer,
         }
         for event_type, fn in handlers.items():
             self.on(event_type, self._consumer(fn), consumer=f"analytics.{event_type.replace('.', '_')}")

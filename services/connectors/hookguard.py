@@ -25,6 +25,7 @@ OPTIONAL_SECRETS: dict[str, tuple[str, ...]] = {
     "tilda": ("token",),
     "yandex_forms": ("token",),
     "asterisk": ("hmac_secret",),
+    "avito": ("token",),
 }
 """Kinds whose provider does not sign its calls: a secret is optional, and its absence is shown."""
 

@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -25,13 +26,16 @@ from services.connectors.adapters.base import (
     ChannelView,
     HookError,
     HookOutcome,
+    MessageStatus,
     RawRequest,
     RetryLater,
 )
+from services.connectors.conversations import service as conversations
 from services.connectors.hookguard import HookLimiter, auth_health, keep_within_quota, rejected_record
 from services.connectors.mail.ingest import MailIngest
 from services.connectors.normalise import normalise
-from services.connectors.outbound import channel_url_errors
+from services.connectors.outbound import channel_url_errors, mail_config_errors
+from services.connectors.sending import SendWorker
 from shared.asgi import BodyLimit
 from shared.clock import as_utc, iso, new_id
 from shared.errors import AppError, NotFound, ServiceUnavailable, ValidationFailed
@@ -55,15 +59,24 @@ REQUIRED_SECRETS: dict[str, tuple[str, ...]] = {
     "google_ads": ("key",),
     "vk": ("confirmation", "secret"),
     "telegram": ("secret_token",),
+    "whatsapp": ("app_secret", "verify_token", "access_token"),
+    "avito": ("client_id", "client_secret"),
     "imap": ("password",),
 }
-REQUIRED_CONFIG: dict[str, tuple[str, ...]] = {"imap": ("host", "username")}
+REQUIRED_CONFIG: dict[str, tuple[str, ...]] = {
+    "whatsapp": ("phone_number_id",),
+    "avito": ("user_id",),
+    "imap": ("host", "username"),
+}
+NUMERIC_CONFIG: dict[str, tuple[str, ...]] = {"whatsapp": ("phone_number_id",), "avito": ("user_id",)}
 CONSUMER_HOOKS = "connectors.hooks"
 PROBLEM = "application/problem+json"
 ENRICH_GIVE_UP = timedelta(hours=24)
 HEALTH_FLUSH_S = 0.5
 FINAL_CALL = ("answered", "missed", "busy", "failed")
 UNANSWERED = ("missed", "busy", "failed")
+CACHE_S = 5.0
+"""How long a process keeps a channel or a tenant's region read from the database."""
 
 
 def problem(err: AppError) -> JSONResponse:
@@ -83,10 +96,12 @@ class ConnectorsService(Service):
             IndexModel([("seen_at", ASCENDING)], expireAfterSeconds=30 * 24 * 3600),
             IndexModel([("tenant_id", ASCENDING), ("sender_keys", ASCENDING)]),
         ],
+        **conversations.INDEXES,
     }
 
     def setup(self) -> None:
         self._channel_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._region_cache: dict[str, tuple[float, str]] = {}
         self._opened: dict[Any, dict[str, str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.http: httpx.AsyncClient | None = None
@@ -105,6 +120,8 @@ class ConnectorsService(Service):
         self.on("contact.erased", self.on_contact_erased)
         self.mail = MailIngest(self)
         self.mail.setup()
+        self.sending = SendWorker(self)
+        conversations.install(self)
         for name in (
             "create_channel",
             "list_channels",
@@ -120,6 +137,7 @@ class ConnectorsService(Service):
         )
         self._tasks.append(asyncio.create_task(self._deferred_loop(), name="connectors-deferred"))
         self._tasks.append(asyncio.create_task(self._health_loop(), name="connectors-health"))
+        self._tasks.append(asyncio.create_task(self.sending.run(), name="connectors-sending"))
         await self.mail.start()
 
     async def start_ingress(self) -> None:
@@ -183,6 +201,11 @@ class ConnectorsService(Service):
         for name in REQUIRED_CONFIG.get(kind, ()):
             if not config.get(name):
                 errors[f"config.{name}"] = f"is required for {kind}"
+        errors.update(mail_config_errors(kind, config))
+        for name in NUMERIC_CONFIG.get(kind, ()):
+            value = config.get(name)
+            if value not in (None, "") and not str(value).strip().isdigit():
+                errors[f"config.{name}"] = "must be the provider's numeric id"
         if errors:
             raise ValidationFailed(errors)
 
@@ -293,6 +316,7 @@ class ConnectorsService(Service):
 
     async def on_contact_erased(self, env: Envelope) -> None:
         """Forget the calls of an erased person (what is kept to join a call's events)."""
+        await conversations.ON_ERASED(self, env)
         keys = list(env.payload.get("identity_keys") or [])
         if keys:
             await self.db.calls.delete_many({"tenant_id": env.tenant_id, "sender_keys": {"$in": keys}})
@@ -301,10 +325,18 @@ class ConnectorsService(Service):
         await self.db.tenants.update_one(
             {"_id": env.tenant_id}, {"$set": {"settings": env.payload["settings"]}}, upsert=True
         )
+        self._region_cache.pop(env.tenant_id, None)
 
     async def region(self, tenant_id: str) -> str:
+        """The tenant's default phone region, read at most every ``CACHE_S`` per process (the
+        replica that handles a settings change forgets it at once, the others within ``CACHE_S``)."""
+        hit = self._region_cache.get(tenant_id)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
         doc = await self.db.tenants.find_one({"_id": tenant_id})
-        return str(((doc or {}).get("settings") or {}).get("default_region") or "RU")
+        region = str(((doc or {}).get("settings") or {}).get("default_region") or "RU")
+        self._region_cache[tenant_id] = (time.monotonic() + CACHE_S, region)
+        return region
 
     # ---- hook ingress -----------------------------------------------------------------------
 
@@ -314,7 +346,7 @@ class ConnectorsService(Service):
             return hit[1]
         doc = await self.db.channels.find_one({"_id": channel_id})
         if doc is not None:
-            self._channel_cache[channel_id] = (time.monotonic() + 5.0, doc)
+            self._channel_cache[channel_id] = (time.monotonic() + CACHE_S, doc)
         return doc
 
     def channel_view(self, doc: dict[str, Any]) -> ChannelView:
@@ -550,13 +582,20 @@ class ConnectorsService(Service):
             self._wake.set()
             return
         try:
-            await self._emit(env, doc, list(outcome.items))
+            await self._emit(env, doc, list(outcome.items), outcome.statuses)
         except RetryLater as exc:
             await self._defer(env, str(exc))
 
-    async def _emit(self, env: Envelope, doc: dict[str, Any], items: list[Captured]) -> None:
-        """Publish the interactions of one hook (once per hook event); raises :class:`RetryLater`
-        when a call event cannot be placed yet (a recording before its call)."""
+    async def _emit(
+        self,
+        env: Envelope,
+        doc: dict[str, Any],
+        items: list[Captured],
+        statuses: Sequence[MessageStatus] = (),
+    ) -> None:
+        """Publish the interactions of one hook (once per hook event), and the delivery reports on
+        messages we sent (``delivery.status_reported``, for conversations); raises
+        :class:`RetryLater` when a call event cannot be placed yet (a recording before its call)."""
         region = await self.region(doc["tenant_id"])
         items = [await self._join_call(doc, item, region) for item in items]
         captured = [normalise(item, doc, region) for item in items]
@@ -568,6 +607,14 @@ class ConnectorsService(Service):
                     doc["tenant_id"],
                     payload,
                     idempotency_key=item.idempotency_key,
+                    caused_by=env,
+                )
+            for status in statuses:
+                uow.emit(
+                    "delivery.status_reported",
+                    doc["tenant_id"],
+                    {"channel_id": doc["_id"], **dataclasses.asdict(status)},
+                    idempotency_key=f"status:{doc['_id']}:{status.idempotency_key}",
                     caused_by=env,
                 )
 
@@ -681,7 +728,7 @@ class ConnectorsService(Service):
                 items = list(outcome.items)
                 if outcome.needs_enrichment:
                     items += list(await adapter.enrich(view, outcome, self.http, received_at))
-                await self._emit(env, channel, items)
+                await self._emit(env, channel, items, outcome.statuses)
             except RetryLater as exc:
                 attempts = doc["attempts"] + 1
                 failed = now - as_utc(doc["first_at"]) > ENRICH_GIVE_UP

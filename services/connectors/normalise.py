@@ -30,6 +30,11 @@ def normalise(item: Captured, channel: dict[str, Any], region: str) -> Interacti
     data = to_jsonable_python(item.data)
     if utm and "utm" not in data:
         data["utm"] = utm
+    data.pop("thread", None)  # only the adapter's own Thread names where an answer goes
+    if item.thread is not None:  # what the conversations part keys and answers a thread by
+        data["thread"] = {"key": item.thread.key, "address": to_jsonable_python(item.thread.address)}
+    if item.provider_message_id:
+        data["provider_message_id"] = item.provider_message_id
     return InteractionCaptured(
         channel_id=channel["_id"],
         channel_kind=channel["kind"],

@@ -18,6 +18,31 @@ from shared.netguard import IMAP_PORTS, UrlGuard, UrlRefused
 
 META_GRAPH_HOSTS = frozenset({"graph.facebook.com"})
 SMTP_PORTS = frozenset({25, 465, 587})
+MAIL_SECURITY = ("tls", "starttls", "none")
+
+
+def mail_security(config: Mapping[str, Any], name: str) -> str:
+    """``config[name]`` (``ssl``, ``smtp_ssl``) as ``tls``/``starttls``/``none`` (unset: ``tls``).
+    Raises ``ValueError`` naming the field for anything else: ``false`` is not quietly TLS."""
+    value = config.get(name)
+    if value is None or value == "":
+        return "tls"
+    if isinstance(value, str) and value.strip().lower() in MAIL_SECURITY:
+        return value.strip().lower()
+    raise ValueError(f"config.{name} must be one of tls, starttls, none")
+
+
+def mail_config_errors(kind: str, config: Mapping[str, Any]) -> dict[str, str]:
+    """The imap channel's ``ssl``/``smtp_ssl`` values that are not one of :data:`MAIL_SECURITY`."""
+    errors: dict[str, str] = {}
+    if kind != "imap":
+        return errors
+    for name in ("ssl", "smtp_ssl"):
+        try:
+            mail_security(config, name)
+        except ValueError:
+            errors[f"config.{name}"] = "must be one of tls, starttls, none"
+    return errors
 
 
 async def channel_url_errors(kind: str, config: Mapping[str, Any], guard: UrlGuard) -> dict[str, str]:
@@ -36,10 +61,11 @@ async def channel_url_errors(kind: str, config: Mapping[str, Any], guard: UrlGua
         except UrlRefused as exc:
             errors[f"config.{name}"] = str(exc)
     if kind == "imap":
-        ssl_mode = str(config.get("ssl") or "tls").lower()
+        bad = mail_config_errors(kind, config)
+        ssl_mode = "tls" if "config.ssl" in bad else mail_security(config, "ssl")
         _host_errors(errors, guard, config, "host", "port", 993 if ssl_mode == "tls" else 143, IMAP_PORTS)
         if config.get("smtp_host"):
-            smtp_ssl = str(config.get("smtp_ssl") or "tls").lower()
+            smtp_ssl = "tls" if "config.smtp_ssl" in bad else mail_security(config, "smtp_ssl")
             default = 465 if smtp_ssl == "tls" else 587
             _host_errors(errors, guard, config, "smtp_host", "smtp_port", default, SMTP_PORTS)
     return errors

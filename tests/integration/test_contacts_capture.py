@@ -343,3 +343,34 @@ async def test_rule_assigns_the_contact_owner_once(store: Store) -> None:
     events = [e for d in await store.db.outbox.find({}).to_list(None) for e in d["envelopes"]]
     updated = [e for e in events if e["event_type"] == "contact.updated"]
     assert len(updated) == 1 and updated[0]["payload"]["caused_by_rule"] == "r1"
+
+
+async def test_an_answer_sent_from_a_card_is_filed_on_that_card(store: Store) -> None:
+    """``contact_id`` (set by conversations on our answers) wins over identity matching while the
+    contact is active; otherwise the answer is filed like any touch (and never makes a contact
+    out of thin air when it names nobody)."""
+    tenant = "t-answer"
+    await run(store, captured(tenant, "first", phones=["+79161110000"], name="Анна"))
+    (anna,) = await contacts_of(store, tenant)
+    env = make_event(
+        "interaction.captured",
+        tenant_id=tenant,
+        producer="connectors",
+        idempotency_key="telegram:out:1",
+        payload=InteractionCaptured(
+            channel_id="ch1",
+            channel_kind="avito",
+            intake="auto",
+            kind="message",
+            direction="out",
+            occurred_at=T0,
+            sender=SenderData(),  # Avito: no identity of the customer on the thread's address
+            summary="Ответ",
+            contact_id=anna["_id"],
+        ),
+    )
+    await run(store, env)
+    await run(store, env)
+    items = await store.db.timeline.find({"tenant_id": tenant, "kind": "message"}).to_list(None)
+    assert [(i["contact_id"], i["direction"]) for i in items] == [(anna["_id"], "out")]
+    assert len(await contacts_of(store, tenant)) == 1

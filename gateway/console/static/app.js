@@ -1074,8 +1074,10 @@ const KIND_FIELDS = {
   asterisk: { secrets: ["hmac_secret"], config: [] },
   meta_leads: { secrets: ["app_secret", "verify_token", "page_access_token"], config: ["graph_base_url"] },
   google_ads: { secrets: ["key"], config: [] },
-  vk: { secrets: ["secret", "confirmation"], config: [] },
+  vk: { secrets: ["secret", "confirmation", "access_token"], config: ["group_id", "api_base_url"] },
   telegram: { secrets: ["bot_token", "secret_token"], config: [] },
+  whatsapp: { secrets: ["app_secret", "verify_token", "access_token"], config: ["phone_number_id", "api_base_url"] },
+  avito: { secrets: ["client_id", "client_secret", "token"], config: ["user_id", "api_base_url"] },
   imap: { secrets: ["password"], config: ["host", "port", "ssl", "username"] },
 };
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pymongo import ASCENDING
 
-from services.analytics import reports
+from services.analytics import answers, reports
 from services.analytics.api import REPORTS
 from services.analytics.handlers.readmodels import MAX_ROWS, _at
 from services.common.access import require_admin, tenant_of
@@ -107,6 +107,9 @@ class ReportHandlers(Service):
                 start,
                 end,
                 sla,
+            )
+            result["replies"] = answers.replies(
+                await self._all("answers", self._owner_filter(ctx, owner_id, "assignee_id")), start, end, sla
             )
         result["report"] = name
         if args.get("format") == "csv":

@@ -396,17 +396,22 @@ def utm_from_url(url: str | None) -> dict[str, str]:
 
 
 def utm_from_fields(idx: FieldIndex) -> dict[str, str]:
+    """UTM tags the form sent explicitly: top-level ``utm_*`` fields, or a ``utm`` object
+    (``utm.utm_source`` or ``utm.source``); a top-level field wins over the object."""
     found: dict[str, str] = {}
     for key in UTM_KEYS:
-        v = idx.get(key)
+        short = key.removeprefix("utm_")
+        v = idx.get(key) or idx.get_exact(f"utm.{key}", f"utm.{short}")
         if v:
             found[key] = clean_text(v, 500)
     return found
 
 
 def collect_utm(idx: FieldIndex, page_url: str | None, referer: str | None) -> dict[str, str]:
-    """UTM from the fields; else from the page URL's query; else from the Referer's."""
-    return utm_from_fields(idx) or utm_from_url(page_url) or utm_from_url(referer)
+    """UTM from the page URL's query (else the Referer's), merged with the explicit fields, which
+    win tag by tag: a URL with ``utm_content`` and an explicit ``utm`` object give both."""
+    from_url = utm_from_url(page_url) or utm_from_url(referer)
+    return {**from_url, **utm_from_fields(idx)}
 
 
 # ---- secrets and identity ------------------------------------------------------------------------

@@ -257,6 +257,8 @@ def call_data(
     """The ``data`` of a call item: only the keys that are known (no ``None`` placeholders), so a
     later event merged into the same timeline item never overwrites a value with nothing."""
     data: dict[str, Any] = {"call_id": call_id}
+    if status == "missed" and duration_s is None:
+        duration_s = 0  # nobody talked: a missed call lasted 0 s (Mango sends no duration at all)
     if recording_url is not None and not _is_web_url(recording_url):
         recording_url = None  # only http(s): a javascript: or file: link is never put on a card
     for key, value in (

@@ -5,7 +5,7 @@ back in ``X-Telegram-Bot-Api-Secret-Token``; with ``secrets.secret_token`` set t
 required (compared in constant time).
 
 A ``message`` from a person becomes one ``message`` interaction, direction ``in``, keyed
-``telegram:<update_id>``. Everything else (edited messages, channel posts, callback queries, chat
+``telegram:<update_id>``, on the thread ``chat:<chat id>`` (answered with ``sendMessage`` to that chat). Everything else (edited messages, channel posts, callback queries, chat
 member updates) and messages sent by bots are accepted and create nothing. A shared contact
 (``message.contact.phone_number``) gives the sender's phone.
 """
@@ -33,6 +33,7 @@ from .base import (
     HookOutcome,
     RawRequest,
     Sender,
+    Thread,
     bad_signature,
     constant_time_equal,
 )
@@ -133,6 +134,8 @@ class TelegramAdapter:
             sender=Sender(name=name, phones=phones(phone), handles=handles_of(sender)),
             summary=summary,
             data=data,
+            thread=Thread(f"chat:{chat_id}", {"chat_id": chat_id}),
+            provider_message_id=str(message_id),
         )
 
 

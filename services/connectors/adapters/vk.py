@@ -12,8 +12,10 @@ Every event is ``POST`` JSON ``{"type", "object", "group_id", "event_id"?, "v"?,
   ``first_name``/``patronymic_name``/``last_name``/``phone_number``/``email`` give the sender; every
   answer is kept in ``data.fields`` under its question text (else key).
 * ``message_new`` (``object.message``, or the object itself in API versions before 5.103:
-  ``from_id``, ``peer_id``, ``text``, ``date``, ``id``, ``conversation_message_id``) → a
-  ``message``.
+  ``from_id``, ``peer_id``, ``text``, ``date``, ``id``, ``conversation_message_id``) → an inbound
+  ``message``; ``message_reply`` (the community's own answer, written in VK or sent by the hub)
+  → an outbound one, on the thread ``peer:<peer_id>`` (see ``_vk_message``). A message naming no
+  person (another community's bot in a chat, our answer in a group chat) creates nothing.
 * Other types → ``ok`` with ``discarded="ignored"``.
 
 The VK user id is in ``data.vk_user_id`` (with ``data.profile_url``). Idempotency key
@@ -27,6 +29,8 @@ from datetime import datetime
 from typing import Any
 
 from . import _form_util as fu
+from ._vk_message import int_id as _int_id
+from ._vk_message import message_item
 from .base import (
     Captured,
     ChannelView,
@@ -36,16 +40,6 @@ from .base import (
     bad_signature,
     constant_time_equal,
 )
-
-
-def _int_id(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 32:
-        return value.strip()
-    return None
 
 
 def _answer_text(answer: Any) -> str:
@@ -100,10 +94,12 @@ class VkAdapter:
             if not isinstance(obj, Mapping):
                 raise fu.invalid({"object": "object must be an object."})
             item = self._lead(body, obj, group_id, now)
-        elif event_type == "message_new":
+        elif event_type in ("message_new", "message_reply"):
             if not isinstance(obj, Mapping):
                 raise fu.invalid({"object": "object must be an object."})
-            item = self._message(body, obj, group_id, now)
+            item = self._message(event_type, body, obj, group_id, now)
+            if not item.sender.handles:  # another community's bot, or our answer in a group chat
+                return HookOutcome(response=fu.text_response("ok"), discarded="ignored")
         else:
             return HookOutcome(response=fu.text_response("ok"), discarded="ignored")
         return HookOutcome(response=fu.text_response("ok"), items=(item,))
@@ -178,47 +174,21 @@ class VkAdapter:
         )
 
     def _message(
-        self, body: Mapping[str, Any], obj: Mapping[str, Any], group_id: str | None, now: datetime
+        self,
+        event_type: str,
+        body: Mapping[str, Any],
+        obj: Mapping[str, Any],
+        group_id: str | None,
+        now: datetime,
     ) -> Captured:
         inner = obj.get("message")
         msg: Mapping[str, Any] = inner if isinstance(inner, Mapping) else obj
-        from_id = _int_id(msg.get("from_id"))
-        if from_id is None:
-            raise fu.invalid({"object.message.from_id": "from_id is required."})
         msg_id = _int_id(msg.get("id"))
         conv_id = _int_id(msg.get("conversation_message_id"))
-        peer_id = _int_id(msg.get("peer_id")) or from_id
-        if msg_id in (None, "0") and conv_id is None:
-            raise fu.invalid({"object.message.id": "id or conversation_message_id is required."})
-        text = fu.clean_text(str(msg.get("text") or ""))
+        peer_id = _int_id(msg.get("peer_id")) or _int_id(msg.get("from_id"))
         ident = f"{peer_id}:{conv_id}" if conv_id else f"id:{msg_id}"
-        attachments = msg.get("attachments")
-        kinds = (
-            [str(a.get("type")) for a in attachments if isinstance(a, Mapping)][:50]
-            if isinstance(attachments, list)
-            else []
-        )
-        is_user = not from_id.startswith("-")
-        summary = text[:200] if text else ("[attachment]" if kinds else "[empty message]")
-        return Captured(
-            idempotency_key=self._key(body, f"vk:message_new:{group_id or ''}:{ident}"),
-            kind="message",
-            direction="in",
-            occurred_at=fu.parse_time(msg.get("date"), now),
-            sender=fu.build_sender(None, [], [], [f"vk:{from_id}"] if is_user else []),
-            summary=summary,
-            data={
-                "text": text,
-                "channel": "vk",
-                "vk_user_id": from_id if is_user else None,
-                "peer_id": peer_id,
-                "message_id": msg_id,
-                "conversation_message_id": conv_id,
-                "group_id": group_id,
-                "attachments": kinds,
-                "profile_url": f"https://vk.com/id{from_id}" if is_user else None,
-            },
-        )
+        key = self._key(body, f"vk:{event_type}:{group_id or ''}:{ident}")
+        return message_item(event_type, key, msg, group_id, now)
 
     async def enrich(
         self, channel: ChannelView, outcome: HookOutcome, http: Any, now: datetime

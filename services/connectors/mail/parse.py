@@ -23,7 +23,7 @@ from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any, Literal
 
-from services.connectors.adapters.base import Captured, Direction, Sender
+from services.connectors.adapters.base import Captured, Direction, Sender, Thread
 from services.connectors.mail.text import (
     decode_bytes,
     decode_header_text,
@@ -562,6 +562,10 @@ def parse_message(
     emails = [c.email for c in clients]
     name = clients[0].name
 
+    answer_to = next(
+        (a.email for a in reply_to if direction == "in" and not _is_own(a.email, own, own_domains_l)),
+        emails[0],
+    )
     summary = shorten(trim_reply(body_text), SUMMARY_CHARS) or shorten(subject, SUMMARY_CHARS)
     data.update(
         {
@@ -585,5 +589,15 @@ def parse_message(
         summary=summary,
         data=data,
         subject_key=key,
+        thread=Thread(
+            f"mail:{thread_id}",
+            {
+                "to": [answer_to],
+                "subject": subject,
+                "in_reply_to": message_id,
+                "references": [*(refs or in_reply_to), message_id][-20:],
+            },
+        ),
+        provider_message_id=message_id,
     )
     return result((captured,), None)

@@ -37,6 +37,7 @@ from imapclient.imapclient import SocketTimeout
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from services.connectors.mail.parse import FolderRole
+from services.connectors.outbound import mail_security
 from shared.netguard import IMAP_PORTS, PinnedContext, UrlGuard, UrlRefused
 
 log = logging.getLogger(__name__)
@@ -140,9 +141,7 @@ def config_from_channel(config: Mapping[str, Any], secrets: Mapping[str, str], *
     password = secrets.get("password")
     if not password:
         raise ValueError("secrets.password is required")
-    mode = str(config.get("ssl") or "tls").lower()
-    if mode not in ("tls", "starttls", "none"):
-        raise ValueError("config.ssl must be tls, starttls or none")
+    mode = mail_security(config, "ssl")
     port: int | None = None
     if config.get("port") not in (None, ""):
         try:

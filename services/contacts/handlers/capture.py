@@ -34,6 +34,11 @@ async def capture(tx: ContactsTx, env: Envelope, ic: InteractionCaptured) -> Non
     tenant = env.tenant_id
     key = env.idempotency_key or env.event_id
     phones, emails, handles = list(ic.sender.phones), list(ic.sender.emails), list(ic.sender.handles)
+    if ic.contact_id:  # an answer sent from this card's conversation
+        card = await tx.contact(tenant, ic.contact_id)
+        if card is not None and card.get("state") == "active":
+            await _record(tx, env, ic, key, card, new_contact=False)
+            return
     candidates = await tx.find_candidates(tenant, phones, emails, handles)
 
     if candidates:

@@ -67,7 +67,7 @@ def test_no_answer_cdr_to_extension_is_missed_inbound_call() -> None:
     (item,) = post(FIXTURES["inbound_no_answer"]).items
     assert item.direction == "in"
     assert item.data["status"] == "missed"
-    assert "duration_s" not in item.data
+    assert item.data["duration_s"] == 0
     assert item.summary == "Missed inbound call"
 
 

@@ -161,6 +161,30 @@ def test_utm_fields_take_precedence_over_page_url():
     assert item.utm == {"utm_source": "mail"}
 
 
+def test_explicit_utm_object_merges_with_page_url_tags_and_wins():
+    """A page URL with some tags plus an explicit ``utm`` object: both sets, the object winning."""
+    body = {
+        "name": "A",
+        "phone": "+79161234567",
+        "page_url": "https://x.ru/p?utm_content=ad1&utm_source=from-url",
+        "utm": {"utm_source": "google", "utm_campaign": "spring"},
+    }
+    (item,) = ADAPTER.handle(channel(), request(json.dumps(body).encode(), "application/json"), NOW).items
+    want = {"utm_source": "google", "utm_campaign": "spring", "utm_content": "ad1"}
+    assert item.utm == want
+    assert item.data["utm"] == want
+
+
+def test_utm_object_with_short_names_is_read():
+    body = {
+        "name": "A",
+        "page": {"url": "https://x.ru/?utm_term=crm"},
+        "utm": {"source": "vk", "medium": "cpc"},
+    }
+    (item,) = ADAPTER.handle(channel(), request(json.dumps(body).encode(), "application/json"), NOW).items
+    assert item.utm == {"utm_source": "vk", "utm_medium": "cpc", "utm_term": "crm"}
+
+
 def test_utm_from_referer_when_no_fields_or_page_url():
     body = urlencode({"name": "A"}).encode()
     req = request(body, headers={"Referer": "https://x.ru/p?utm_source=yandex&utm_content=ad1"})

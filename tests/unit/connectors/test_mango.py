@@ -93,6 +93,12 @@ def test_summary_missed_is_missed_inbound_call() -> None:
     assert item.sender.phones == ("79260001122",)
 
 
+def test_missed_call_lasted_zero_seconds() -> None:
+    """Mango's summary of a missed call has no talk time (``duration_s`` was null): it is 0."""
+    (item,) = post("/events/summary", FIXTURES["summary_missed"]).items
+    assert item.data["duration_s"] == 0
+
+
 def test_outbound_summary_with_string_numbers_targets_callee() -> None:
     (item,) = post("/events/summary", FIXTURES["summary_outbound"]).items
     assert item.direction == "out"

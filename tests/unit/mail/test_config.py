@@ -58,3 +58,12 @@ def test_explicit_values_are_used() -> None:
 def test_bad_values_name_the_field(config: dict, secrets: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
         config_from_channel(config, secrets, today=TODAY)
+
+
+@pytest.mark.parametrize("value", [False, True, 0, "ssl", "yes", ["tls"]])
+def test_security_outside_tls_starttls_none_is_refused_not_taken_for_tls(value: object) -> None:
+    """``"ssl": false`` used to be read as TLS (``False or "tls"``); it names the field instead."""
+    with pytest.raises(ValueError, match=r"config\.ssl"):
+        config_from_channel(
+            {"host": "imap.example.ru", "username": "u", "ssl": value}, {"password": "pw"}, today=TODAY
+        )

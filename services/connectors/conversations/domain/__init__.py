@@ -1,0 +1,1 @@
+"""Pure rules of conversations: no I/O, unit-tested alone."""

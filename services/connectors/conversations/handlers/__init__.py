@@ -1,0 +1,1 @@
+"""One module per behaviour of the conversations part of the connectors service."""
