@@ -159,3 +159,15 @@ async def test_a_lost_identity_race_is_run_again_and_finds_the_winner() -> None:
     assert calls == 2
     assert [c["_id"] for c in store.docs("contacts")] == [winner["_id"]]
     assert len(store.docs("timeline")) == 2
+
+
+async def test_an_answer_from_a_cards_conversation_goes_on_that_card_whoever_the_thread_names() -> None:
+    store = FakeStore(T0)
+    await capture(store, "a", phones=["+79161234567"])
+    (card,) = store.docs("contacts")
+    env, ic = touch("answer-1", phones=["+79990000009"], kind="message")
+    ic = ic.model_copy(update={"contact_id": card["_id"], "direction": "out"})
+    await on_captured(store, env, ic)
+    assert len(store.docs("contacts")) == 1
+    assert {i["contact_id"] for i in store.docs("timeline")} == {card["_id"]}
+    assert store.docs("contacts")[0]["phones"] == ["+79161234567"]  # the thread's address is not learnt
