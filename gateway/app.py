@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -22,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.audit import AuditMiddleware
 from gateway.console import mount_console
 from gateway.deps import Gateway
+from gateway.hookproxy import HookProxy, targets_of
 from gateway.identity import GatewayService
 from gateway.metrics import MetricsMiddleware
 from gateway.middleware import BodyLimit, ContentType, Idempotency, RateLimit, session_cookie
@@ -82,6 +82,7 @@ def create_app(
     if hooks is not None and "connectors" not in hub.services:
         gw.ingress = hooks
     remote = [n for n in SERVICES if n not in hub.services]
+    proxy = HookProxy(targets_of(settings.connectors_url))
 
     async def startup() -> None:
         await hub.start()
@@ -92,6 +93,7 @@ def create_app(
     async def shutdown() -> None:
         if hooks is not None and "connectors" not in hub.services:
             await hooks.stop_ingress()
+        await proxy.aclose()
         await rpc.stop()
         await hub.stop()
 
@@ -220,8 +222,8 @@ def create_app(
 
     if hooks is not None:
         app.mount("/hooks", hooks.ingress_app())
-    else:
-        _proxy_hooks(app, settings)
+    else:  # connectors run in other processes: one pooled client passes /hooks on
+        proxy.mount(app)
     _document_hooks(app)
 
     # Outermost last: metrics see everything; the audit log sees only requests that really ran.
@@ -257,26 +259,6 @@ def create_app(
     app.add_middleware(BodyLimit, max_body=settings.max_body, streamed_max_body=settings.max_import_body)
     app.add_middleware(MetricsMiddleware, metrics=lambda: identity.metrics)
     return app
-
-
-def _proxy_hooks(app: FastAPI, settings: Settings) -> None:
-    """When connectors runs in another process, /hooks is passed through to its ingress."""
-    target = (settings.connectors_url or "http://127.0.0.1:8001").rstrip("/")
-
-    @app.api_route("/hooks/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
-    async def hooks_proxy(rest: str, request: Request) -> Response:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-        async with httpx.AsyncClient(timeout=10.0) as client:
-            upstream = await client.request(
-                request.method,
-                f"{target}/{rest}",
-                params=request.url.query,
-                headers=headers,
-                content=await request.body(),
-            )
-        return Response(
-            upstream.content, upstream.status_code, media_type=upstream.headers.get("content-type")
-        )
 
 
 def _document_hooks(app: FastAPI) -> None:
