@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     health_port: int | None = None
     """``crm run <service>`` / ``crm run workers``: serve ``/health``, ``/ready`` and ``/metrics``
     on this port (unset: no HTTP port; ``--port`` overrides it)."""
+    live_buffer: int = 1000
+    """Latest public events each gateway keeps per tenant for ``Last-Event-ID`` resumes."""
+    live_client_buffer: int = 256
+    """Events one live stream may fall behind before it ends with an ``overflow`` event."""
     retry_limit: int = 5
     """Failed deliveries of one event to one service before it goes to the dead-letter queue."""
     queue_type: Literal["quorum", "classic"] = "classic"

@@ -116,11 +116,11 @@ class SplitHub:
             self.procs[what] = [
                 Proc(what, i, free_port(), shared, data_dir) for i in range(replicas.get(what, 1))
             ]
+        # webhook URLs name the first gateway, as they would the Ingress: every process must agree
+        shared["CRM_PUBLIC_URL"] = self.url
         connectors = ",".join(p.url for p in self.procs["connectors"])
         for gw in self.procs["gateway"]:
             gw.env = {**shared, "CRM_PORT": str(gw.port), "CRM_CONNECTORS_URL": connectors}
-        for gw in self.procs["gateway"]:  # webhook URLs name the first gateway, as an Ingress would
-            gw.env["CRM_PUBLIC_URL"] = self.url
 
     @property
     def url(self) -> str:
