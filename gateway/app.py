@@ -31,6 +31,7 @@ from shared.bus import READY_METHOD, RpcClient
 from shared.clock import Clock
 from shared.errors import AppError, ServiceUnavailable, Unauthorized, ValidationFailed, problem_from_pydantic
 from shared.hub import SERVICES, Hub
+from shared.metrics import HookTiming, ServiceMetrics
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ def create_app(
     hub = Hub(settings, names, mongo_url=url, clock=clock)
     identity = GatewayService(hub.runtime)
     hub.add(identity)
+    service_metrics = ServiceMetrics()  # consumer lag, outbox, dead letters of what this process hosts
+    service_metrics.instrument(hub)
     rpc = RpcClient(settings.rabbit_url, hub.runtime.topology, settings.rpc_timeout_s)
     gw = Gateway(settings, hub, identity, rpc, resolve_root_token(settings))
     hooks: Any = hub.services.get("connectors") or (hub.ingress() if ingress else None)
@@ -177,7 +180,8 @@ def create_app(
     )
     async def metrics(request: Request) -> Response:
         """Request rates and latencies by route, hook acceptance, event lag, webhook attempts and
-        the webhook backlog (pending deliveries, age of the oldest due one). Needs
+        the webhook backlog (pending deliveries, age of the oldest due one), and the consumer
+        metrics of the services this process hosts (queue depth, lag, outbox, dead letters). Needs
         `Authorization: Bearer <CRM_METRICS_TOKEN>` (the root token when that is unset)."""
         token = (request.headers.get("authorization") or "").strip().partition(" ")[2].strip()
         expected = settings.metrics_token or gw.root_token
@@ -185,9 +189,10 @@ def create_app(
             return problem(Unauthorized("Send `Authorization: Bearer <metrics token>`."))
         try:
             await identity.webhooks.observe_backlog(identity.metrics)
+            await service_metrics.refresh(hub)
         except Exception:  # the database being down must not take the metrics with it
             log.warning("webhook backlog not measured", exc_info=True)
-        return Response(identity.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        return Response(identity.metrics.render() + service_metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(
         "/ready",
@@ -221,7 +226,7 @@ def create_app(
     mount_console(app)
 
     if hooks is not None:
-        app.mount("/hooks", hooks.ingress_app())
+        app.mount("/hooks", HookTiming(hooks.ingress_app(), service_metrics))
     else:  # connectors run in other processes: one pooled client passes /hooks on
         proxy.mount(app)
     _document_hooks(app)
