@@ -10,8 +10,9 @@ and tasks, as a team deploys it (deploy/README.md).
 - RPC calls are answered by either contacts replica (each counts what it answered);
 - scheduled work runs once, not once per replica: task reminders and overdue notices (claimed
   in the transaction that writes the event), the outbox sweeper (claimed per document), webhook
-  retries (claimed per delivery), IMAP polling (a lease per mailbox). A probe queue bound to the
-  exchanges counts every message published, before any consumer could deduplicate.
+  retries (claimed per delivery), IMAP polling (a lease per mailbox: each message is handed over
+  once). A probe queue bound to the exchanges counts every message published, before any
+  consumer could deduplicate.
 """
 
 from __future__ import annotations
@@ -226,6 +227,7 @@ def test_hooks_of_every_family_land_once_while_replicas_are_killed(
 ) -> None:
     admin = tenant(split)
     other_gateway = split.procs["gateway"][1].url
+    tap = Tap(split.rabbit_url, split.namespace, {"internal": ["mail.received.v1"]})
 
     # mail first, while both connectors replicas run: one of them holds the mailbox's lease
     mailbox = channel(
@@ -258,9 +260,14 @@ def test_hooks_of_every_family_land_once_while_replicas_are_killed(
         )
         assert len(found) == 1
         eventually(lambda c=found[0]: len(touches(admin, c["id"])) == 1, timeout=30)
+    time.sleep(3)  # three more polls of each replica
+    # every message was fetched and handed over once: one poller polls the mailbox, not one per
+    # replica (a second poller would publish each (folder, uid) again)
+    fetched = Counter((m["payload"]["folder"], m["payload"]["uid"]) for m in tap.of("mail.received"))
+    assert len(fetched) == 3 and set(fetched.values()) == {1}, fetched
     with MongoClient[dict[str, Any]](mongo_url) as client:
-        leases = list(client[f"{split.namespace}_connectors"].imap_leases.find({"_id": mailbox["id"]}))
-    assert len(leases) == 1 and leases[0]["owner"]  # one holder, whichever replica it is
+        lease = client[f"{split.namespace}_connectors"].imap_leases.find_one({"_id": mailbox["id"]})
+    assert lease and lease["owner"]  # held by one of the replicas
 
     # RPC: both contacts replicas answer the gateways' calls
     for i in range(30):
