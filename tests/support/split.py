@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 from cryptography.fernet import Fernet
 
+from shared.hub import SERVICES
 from shared.localmongo import free_port
 from tests.support.hub import ROOT, HubProcess
 from tests.support.servers import delete_namespace_queues
@@ -112,7 +113,7 @@ class SplitHub:
         }
         shared.pop("CRM_PORT", None)
         self.procs: dict[str, list[Proc]] = {}
-        for what in ("connectors", "contacts", "deals", "tasks", "analytics", "gateway"):
+        for what in (*SERVICES, "gateway"):  # every service of the hub gets its process
             self.procs[what] = [
                 Proc(what, i, free_port(), shared, data_dir) for i in range(replicas.get(what, 1))
             ]
