@@ -18,11 +18,13 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from shared.errors import ServiceUnavailable
+from shared.errors import NotFound, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TARGET = "http://127.0.0.1:8001"
+OPS_ROUTES = frozenset({"health", "ready", "metrics"})
+"""Served on the connectors' ingress port for probes and Prometheus: never passed through."""
 RETRY_AFTER_S = 5
 HOP_BY_HOP = frozenset(
     {
@@ -84,6 +86,9 @@ class HookProxy:
             return await self.forward(rest, request)
 
     async def forward(self, rest: str, request: Request) -> Response:
+        if rest.split("/", 1)[0] in OPS_ROUTES:  # the ingress process's own, not a channel's
+            err = NotFound("channel")
+            return JSONResponse(err.to_problem(), status_code=404, media_type="application/problem+json")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         body = await request.body()
         start = next(self._turn)

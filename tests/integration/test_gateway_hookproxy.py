@@ -122,3 +122,13 @@ async def test_a_backend_that_never_answers_is_503_not_a_hang() -> None:
         slow.close()
     assert r.status_code == 503 and r.headers["retry-after"] == "5"
     assert "did not answer" in r.json()["detail"]
+
+
+async def test_the_ingress_processs_own_routes_are_not_passed_through(ingress: Ingress) -> None:
+    proxy = HookProxy([ingress.url])
+    async with gateway(proxy) as gw:
+        answers = [await gw.post(f"/hooks/{name}", content=b"{}") for name in ("health", "ready", "metrics")]
+        answers.append(await gw.get("/hooks/metrics"))
+    await proxy.aclose()
+    assert [a.status_code for a in answers] == [404] * 4
+    assert ingress.requests == []
