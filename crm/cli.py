@@ -24,8 +24,10 @@ from typing import Any
 from crm.hub import CONSUMING, SERVICES, Hub, topology_of
 from shared.bus import BrokerUnreachable, drop_namespace
 from shared.crypto import load_or_create_key
+from shared.health import add_health_routes, health_app
 from shared.localmongo import LocalMongo
 from shared.logs import setup_logging
+from shared.metrics import HookTiming, ServiceMetrics
 from shared.settings import Settings
 
 log = logging.getLogger("crm")
@@ -163,23 +165,29 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                 settings,
                 _serve(app.state.startup, app.state.shutdown, app, settings, args.port or settings.port),
             )
-        elif args.what == "workers":
-            hub = Hub(settings, list(SERVICES), mongo_url=mongo_url)
-            _on_loop(settings, _serve(hub.start, hub.stop, None, settings, 0))
         elif args.what == "connectors":
             from fastapi import FastAPI
 
             from services.connectors.main import ConnectorsService
 
             hub = Hub(settings, ["connectors"], mongo_url=mongo_url)
+            metrics = ServiceMetrics()
+            metrics.instrument(hub)
             svc = hub.services["connectors"]
             assert isinstance(svc, ConnectorsService)
-            ingress = FastAPI()
-            ingress.mount("/", svc.ingress_app())
+            ingress = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+            add_health_routes(ingress, hub, metrics)  # before the ingress's catch-all
+            ingress.mount("/", HookTiming(svc.ingress_app(), metrics))
             _on_loop(settings, _serve(hub.start, hub.stop, ingress, settings, args.port or settings.port + 1))
-        else:
-            hub = Hub(settings, [args.what], mongo_url=mongo_url)
-            _on_loop(settings, _serve(hub.start, hub.stop, None, settings, 0))
+        else:  # workers (every service) or one service; HTTP only for its health port
+            hub = Hub(
+                settings, list(SERVICES) if args.what == "workers" else [args.what], mongo_url=mongo_url
+            )
+            metrics = ServiceMetrics()
+            metrics.instrument(hub)
+            port = args.port or settings.health_port or 0
+            health = health_app(hub, metrics) if port else None
+            _on_loop(settings, _serve(hub.start, hub.stop, health, settings, port))
     except BrokerUnreachable as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -375,7 +383,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run the hub (all) or one process of it")
     run.add_argument("what", choices=["all", "gateway", "workers", *SERVICES])
-    run.add_argument("--port", type=int, default=None)
+    run.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="gateway, connectors: the HTTP port; a service or workers: the health port (CRM_HEALTH_PORT)",
+    )
     run.add_argument(
         "--ingress", action="store_true", help="gateway: serve /hooks here (connectors run elsewhere)"
     )

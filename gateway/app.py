@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -23,6 +22,7 @@ from crm.hub import SERVICES, Hub
 from gateway.audit import AuditMiddleware
 from gateway.console import mount_console
 from gateway.deps import Gateway
+from gateway.hookproxy import HookProxy, targets_of
 from gateway.identity import GatewayService
 from gateway.metrics import MetricsMiddleware
 from gateway.middleware import ContentType, Idempotency, RateLimit, session_cookie
@@ -32,6 +32,7 @@ from shared.asgi import BodyLimit
 from shared.bus import READY_METHOD, RpcClient
 from shared.clock import Clock
 from shared.errors import AppError, ServiceUnavailable, Unauthorized, ValidationFailed, problem_from_pydantic
+from shared.metrics import HookTiming, ServiceMetrics
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,12 +78,15 @@ def create_app(
     hub = Hub(settings, names, mongo_url=url, clock=clock)
     identity = GatewayService(hub.runtime)
     hub.add(identity)
+    service_metrics = ServiceMetrics()  # consumer lag, outbox, dead letters of what this process hosts
+    service_metrics.instrument(hub)
     rpc = RpcClient(settings.rabbit_url, hub.runtime.topology, settings.rpc_timeout_s)
     gw = Gateway(settings, hub, identity, rpc, resolve_root_token(settings))
     hooks: Any = hub.services.get("connectors") or (hub.ingress() if ingress else None)
     if hooks is not None and "connectors" not in hub.services:
         gw.ingress = hooks
     remote = [n for n in SERVICES if n not in hub.services]
+    proxy = HookProxy(targets_of(settings.connectors_url))
 
     async def startup() -> None:
         await hub.start()
@@ -93,6 +97,7 @@ def create_app(
     async def shutdown() -> None:
         if hooks is not None and "connectors" not in hub.services:
             await hooks.stop_ingress()
+        await proxy.aclose()
         await rpc.stop()
         await hub.stop()
 
@@ -176,7 +181,8 @@ def create_app(
     )
     async def metrics(request: Request) -> Response:
         """Request rates and latencies by route, hook acceptance, event lag, webhook attempts and
-        the webhook backlog (pending deliveries, age of the oldest due one). Needs
+        the webhook backlog (pending deliveries, age of the oldest due one), and the consumer
+        metrics of the services this process hosts (queue depth, lag, outbox, dead letters). Needs
         `Authorization: Bearer <CRM_METRICS_TOKEN>` (the root token when that is unset)."""
         token = (request.headers.get("authorization") or "").strip().partition(" ")[2].strip()
         expected = settings.metrics_token or gw.root_token
@@ -184,9 +190,10 @@ def create_app(
             return problem(Unauthorized("Send `Authorization: Bearer <metrics token>`."))
         try:
             await identity.webhooks.observe_backlog(identity.metrics)
+            await service_metrics.refresh(hub)
         except Exception:  # the database being down must not take the metrics with it
             log.warning("webhook backlog not measured", exc_info=True)
-        return Response(identity.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        return Response(identity.metrics.render() + service_metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(
         "/ready",
@@ -220,9 +227,9 @@ def create_app(
     mount_console(app)
 
     if hooks is not None:
-        app.mount("/hooks", hooks.ingress_app())
-    else:
-        _proxy_hooks(app, settings)
+        app.mount("/hooks", HookTiming(hooks.ingress_app(), service_metrics))
+    else:  # connectors run in other processes: one pooled client passes /hooks on
+        proxy.mount(app)
     _document_hooks(app)
 
     # Outermost last: metrics see everything; the audit log sees only requests that really ran.
@@ -258,26 +265,6 @@ def create_app(
     app.add_middleware(BodyLimit, max_body=settings.max_body, streamed_max_body=settings.max_import_body)
     app.add_middleware(MetricsMiddleware, metrics=lambda: identity.metrics)
     return app
-
-
-def _proxy_hooks(app: FastAPI, settings: Settings) -> None:
-    """When connectors runs in another process, /hooks is passed through to its ingress."""
-    target = (settings.connectors_url or "http://127.0.0.1:8001").rstrip("/")
-
-    @app.api_route("/hooks/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
-    async def hooks_proxy(rest: str, request: Request) -> Response:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-        async with httpx.AsyncClient(timeout=10.0) as client:
-            upstream = await client.request(
-                request.method,
-                f"{target}/{rest}",
-                params=request.url.query,
-                headers=headers,
-                content=await request.body(),
-            )
-        return Response(
-            upstream.content, upstream.status_code, media_type=upstream.headers.get("content-type")
-        )
 
 
 def _document_hooks(app: FastAPI) -> None:

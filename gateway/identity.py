@@ -150,7 +150,7 @@ class GatewayService(Service):
     def setup(self) -> None:
         self._cache: dict[str, tuple[float, Principal]] = {}
         self.metrics = Metrics()
-        self.live = LiveFeed()
+        self.live = LiveFeed(self.settings.live_buffer, self.settings.live_client_buffer)
         self.webhooks = Webhooks(
             self.db,
             self.rt.secrets,

@@ -46,3 +46,17 @@ if [ ! -x "${CRM_CHROMIUM:-/usr/bin/chromium}" ]; then
     exit 1
   fi
 fi
+
+# promtool (Debian's prometheus package) checks the alert rules under deploy/monitoring.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "promtool missing: installing prometheus" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "need root (or sudo) to install prometheus" >&2; exit 1; }
+    SUDO="sudo -n"
+  fi
+  $SUDO apt-get update -qq
+  # only the binaries: the package's own service is not needed (and not started in containers)
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  command -v promtool >/dev/null 2>&1 || { echo "prometheus installed but no promtool found" >&2; exit 1; }
+fi

@@ -1,7 +1,10 @@
 """The event envelope and the versioned payload schemas every service shares.
 
 Routing key: ``<aggregate>.<verb>.v<N>`` on one topic exchange. An optional field added to a
-payload keeps its version; a breaking change is a new version published beside the old one.
+payload (or to the envelope) keeps its version, and consumers of that version ignore what they do
+not know; a breaking change (a field removed, renamed, retyped or made required, a meaning
+changed) is a new version published beside the old one, ``*.v2`` next to ``*.v1``, until no
+consumer binds ``*.v1`` any more (deploy/README.md, "Evolving events").
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ class Frozen(BaseModel):
 
 
 class Envelope(Frozen):
+    """Read tolerantly: a field a newer release adds to the envelope is ignored by this one (it
+    would otherwise dead-letter every event of the newer producers during a rolling upgrade);
+    payloads keep such fields (:class:`Payload`). A breaking change is a new version."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
     event_id: str
     event_type: str
     version: int = 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar, overload
+from typing import Any, ClassVar, Protocol, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
 from pymongo import AsyncMongoClient
@@ -183,3 +183,14 @@ class Service:
 
     async def on_stop(self) -> None:
         """Stop what ``on_start`` began."""
+
+
+class Host(Protocol):
+    """What a process hosting services offers (``crm.hub.Hub``), as the per-process health and
+    metrics read it: its settings and runtime, its services, its readiness."""
+
+    settings: Settings
+    runtime: Runtime
+    services: dict[str, Service]
+
+    async def readiness(self) -> dict[str, Any]: ...

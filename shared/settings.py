@@ -48,7 +48,15 @@ class Settings(BaseSettings):
     """Let the hub call loopback, private and link-local addresses on any port (subscriptions,
     rule webhooks, provider base URLs, IMAP hosts). Tests and local development only."""
     connectors_url: str | None = None
-    """When the connectors service runs in another process, where its hook ingress listens."""
+    """When the connectors service runs in other processes, where their hook ingress listens
+    (comma-separated: several replicas, taken in turn, an unreachable one skipped)."""
+    health_port: int | None = None
+    """``crm run <service>`` / ``crm run workers``: serve ``/health``, ``/ready`` and ``/metrics``
+    on this port (unset: no HTTP port; ``--port`` overrides it)."""
+    live_buffer: int = 1000
+    """Latest public events each gateway keeps per tenant for ``Last-Event-ID`` resumes."""
+    live_client_buffer: int = 256
+    """Events one live stream may fall behind before it ends with an ``overflow`` event."""
     retry_limit: int = 5
     """Failed deliveries of one event to one service before it goes to the dead-letter queue."""
     queue_type: Literal["quorum", "classic"] = "classic"

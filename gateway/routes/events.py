@@ -30,7 +30,10 @@ SSE_EXAMPLE = (
         200: {
             "description": "An endless `text/event-stream`. Each event's `id` is its `event_id`; "
             "reconnect with `Last-Event-ID` to receive what was missed (at-least-once: dedupe on "
-            "the id). Comment lines (`: keep-alive`) are heartbeats.",
+            "the id). Comment lines (`: keep-alive`) are heartbeats. A client that reads slower than "
+            "its events come (`CRM_LIVE_CLIENT_BUFFER` behind) gets `event: overflow` with "
+            '`data: {"reason": "client_too_slow", "last_event_id": ...}` and the stream ends: '
+            "reconnect with that `Last-Event-ID` to receive the rest.",
             "content": {"text/event-stream": {"schema": {"type": "string"}, "example": SSE_EXAMPLE}},
         }
     },

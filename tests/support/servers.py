@@ -66,8 +66,9 @@ LEDGER = Path(tempfile.gettempdir()) / "crm-test-namespaces"
 before its teardown leaves its files, and the next run drops those namespaces."""
 
 
-TEST_SERVICES = ("flaky",)
-"""Services that only tests define (their queues are dropped with the namespace too)."""
+TEST_SERVICES = ("flaky", "tap", "versioned")
+"""Services and queues that only tests define (dropped with the namespace too; ``tap``: a
+probe queue bound to the exchanges, counting what is published)."""
 
 
 def claim_namespace(url: str, namespace: str) -> None:

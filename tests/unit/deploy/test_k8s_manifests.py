@@ -143,22 +143,25 @@ def test_every_deployment_has_probes_resources_settings_and_a_locked_down_contai
             assert "emptyDir" in volumes[mounts[data_dir]], f"{name}: CRM_DATA_DIR must be writable"
 
 
-def test_http_probes_only_where_the_process_serves_them(docs: list[Doc]) -> None:
+def test_every_process_is_probed_on_its_own_health_endpoints(docs: list[Doc]) -> None:
+    """Every ``crm run`` process serves /health and /ready (tests/e2e/test_split_mode.py): the
+    gateway on its HTTP port, connectors on the ingress port, the services on their health port."""
     deployments = _of(docs, "Deployment")
     (gateway,) = _containers(deployments["crm-gateway"])
     assert gateway["ports"] == [{"name": "http", "containerPort": 8000}]
     assert gateway["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
     assert gateway["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
-    # the connectors' ingress app routes only /<channel_id>: no /health, so a TCP check
     (connectors,) = _containers(deployments["crm-connectors"])
     assert connectors["ports"] == [{"name": "hooks", "containerPort": 8001}]
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert connectors[probe]["tcpSocket"] == {"port": "hooks"}
+    assert connectors["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "hooks"}
+    assert connectors["livenessProbe"]["httpGet"] == {"path": "/health", "port": "hooks"}
     for service in ("contacts", "deals", "tasks", "analytics"):
         (c,) = _containers(deployments[f"crm-{service}"])
-        assert "ports" not in c
-        for probe in ("readinessProbe", "livenessProbe"):
-            assert set(c[probe]) - {"periodSeconds", "timeoutSeconds", "failureThreshold"} == {"exec"}
+        assert c["args"] == [service, "--port", "9000"]
+        assert c["ports"] == [{"name": "health", "containerPort": 9000}]
+        assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "health"}
+        assert c["livenessProbe"]["httpGet"] == {"path": "/health", "port": "health"}
+        assert c["startupProbe"]["httpGet"] == {"path": "/health", "port": "health"}
 
 
 def test_a_disruption_budget_for_every_scaled_deployment(docs: list[Doc]) -> None:

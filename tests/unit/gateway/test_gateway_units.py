@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -217,3 +218,30 @@ def test_openapi_documents_410_for_erased_contacts_and_409_for_every_write() -> 
     assert {"410"} <= set(contact["get"]["responses"]) and "409" not in contact["get"]["responses"]
     assert {"409", "410"} <= set(contact["patch"]["responses"]) and "409" in contact["delete"]["responses"]
     assert "410" not in paths["/api/v1/deals/{deal_id}"]["get"]["responses"]
+
+
+async def test_a_slow_client_is_told_it_overflowed_and_resumes_without_loss() -> None:
+    """More events than a stream's queue while its client reads nothing: the stream sends what
+    it holds, then an ``overflow`` event naming the last id, and ends; a reconnect with that
+    ``Last-Event-ID`` gets every other event, in order, once."""
+    feed = LiveFeed(buffer_size=100, listener_queue=5)
+    gen = feed.stream("A", lambda _t, _p: True, None, heartbeat_s=5)
+    assert await anext(gen) == b"retry: 3000\n\n"
+    published = [event("A") for _ in range(30)]
+    for e in published:
+        feed.publish(e)  # never blocks, whatever the reader does
+    frames = [chunk async for chunk in gen]  # ends by itself
+    assert frames[-1].startswith(b"event: overflow\n")
+    notice = json.loads(frames[-1].decode().split("data: ", 1)[1])
+    got = [f.decode().split("\n", 1)[0].removeprefix("id: ") for f in frames[:-1]]
+    assert got == [e.event_id for e in published[:5]]
+    assert notice["last_event_id"] == got[-1] and notice["reason"] == "client_too_slow"
+    assert feed.listeners() == 0
+
+    resumed = feed.stream("A", lambda _t, _p: True, notice["last_event_id"], heartbeat_s=0.05)
+    assert await anext(resumed) == b"retry: 3000\n\n"
+    rest = []
+    while (chunk := await anext(resumed)) != b": keep-alive\n\n":
+        rest.append(chunk.decode().split("\n", 1)[0].removeprefix("id: "))
+    await resumed.aclose()
+    assert got + rest == [e.event_id for e in published]
