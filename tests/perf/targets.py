@@ -478,17 +478,15 @@ def main() -> None:
                 await mongo.close()
 
         try:
-            result = asyncio.run(everything())
+            result = {"contacts": args.contacts, "burst_s": args.burst_s, **asyncio.run(everything())}
+            print(report(result), flush=True)  # before the clean-up, which may fail on its own
         finally:
             hub.stop()
             server.stop()
             delete_namespace_queues(rabbit, hub.namespace)
-        profile = db_profile(Path(tmp) / "dbprofile", hub.namespace, int(result["hooks_in_all"]))
-    result = {"contacts": args.contacts, "burst_s": args.burst_s, **result}
-    print(report(result))
-    if profile:
-        print("\ndatabase commands per hook, all processes (database.collection.command):")
-        print("\n".join(f"  {n:6.2f}  {key}" for key, n in profile))
+        if profile := db_profile(Path(tmp) / "dbprofile", hub.namespace, int(result["hooks_in_all"])):
+            print("\ndatabase commands per hook, all processes (database.collection.command):")
+            print("\n".join(f"  {n:6.2f}  {key}" for key, n in profile))
 
 
 if __name__ == "__main__":
