@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 
 run: $(STAMP)  ## the whole hub on http://127.0.0.1:$${CRM_PORT:-8000}
-	@exec $(BIN)/python -m shared.cli run all
+	@exec $(BIN)/python -m crm.cli run all
 
 test: $(STAMP)  ## the whole suite against real RabbitMQ, MongoDB-protocol server and Dovecot
 	@bash scripts/test-services.sh

@@ -18,19 +18,20 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pymongo.errors import ConnectionFailure
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from crm.hub import SERVICES, Hub
 from gateway.audit import AuditMiddleware
 from gateway.console import mount_console
 from gateway.deps import Gateway
 from gateway.hookproxy import HookProxy, targets_of
 from gateway.identity import GatewayService
 from gateway.metrics import MetricsMiddleware
-from gateway.middleware import BodyLimit, ContentType, Idempotency, RateLimit, session_cookie
+from gateway.middleware import ContentType, Idempotency, RateLimit, session_cookie
 from gateway.openapi import complete_openapi
 from gateway.routes import ROUTERS
+from shared.asgi import BodyLimit
 from shared.bus import READY_METHOD, RpcClient
 from shared.clock import Clock
 from shared.errors import AppError, ServiceUnavailable, Unauthorized, ValidationFailed, problem_from_pydantic
-from shared.hub import SERVICES, Hub
 from shared.metrics import HookTiming, ServiceMetrics
 from shared.settings import Settings
 

@@ -8,12 +8,15 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 
+from crm.hub import Hub
 from gateway.identity import GatewayService, Principal
 from gateway.sessions import COOKIE, CSRF_HEADER, Sessions
 from services.common.access import require_writer
+from services.contacts import api as contacts_api
+from services.deals import api as deals_api
 from shared.bus import RpcClient
+from shared.contract import RpcRequest
 from shared.errors import AppError, ValidationFailed
-from shared.hub import Hub
 from shared.settings import Settings
 
 
@@ -41,6 +44,14 @@ class Gateway:
 
     async def call(self, service: str, method: str, p: Principal | None, **args: Any) -> Any:
         return await self.rpc.call(service, method, p.ctx() if p else {}, **args)
+
+    async def ask(self, request: RpcRequest, p: Principal | None, *, timeout: float | None = None) -> Any:
+        """Send a typed request of a service's contract (``services/<name>/api.py``); the answer
+        as the service sent it (JSON)."""
+        args = request.model_dump(mode="json", exclude_unset=True, by_alias=True)
+        return await self.rpc.call(
+            request.SERVICE, request.METHOD, p.ctx() if p else {}, timeout=timeout, **args
+        )
 
     async def check_refs(self, p: Principal, refs: dict[str, Any]) -> None:
         """422 naming each field of ``refs`` that points at no record the caller can see:
@@ -72,8 +83,8 @@ class Gateway:
 
 USER_REFS = ("owner_id", "assignee_id")
 RECORD_REFS = {
-    "contact_id": ("contacts", "get_contact", "contact"),
-    "deal_id": ("deals", "get_deal", "deal"),
+    "contact_id": (contacts_api.GetContact.SERVICE, contacts_api.GetContact.METHOD, "contact"),
+    "deal_id": (deals_api.GetDeal.SERVICE, deals_api.GetDeal.METHOD, "deal"),
 }
 
 

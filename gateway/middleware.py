@@ -1,6 +1,6 @@
 """Cross-cutting HTTP concerns as plain ASGI middleware (streaming responses stay streaming).
 
-- :class:`BodyLimit`: 413 over ``CRM_MAX_BODY`` (by Content-Length, or while reading a chunked body).
+- :class:`shared.asgi.BodyLimit` (413 over ``CRM_MAX_BODY``) is shared with the hook ingress.
 - :class:`RateLimit`: a token bucket per API key (or client address); 429 with ``Retry-After``.
 - :class:`Idempotency`: ``Idempotency-Key`` on POST: the same key and body within 24 h answer the
   first response again; the same key with another body is a 422.
@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -19,92 +18,12 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.asgi import STREAMED_PATHS, send_problem
+from shared.asgi import header as _header
 from shared.clock import Clock
 from shared.errors import AppError, Conflict, ValidationFailed
 
-PROBLEM = b"application/problem+json"
 MAX_IDEMPOTENCY_KEY = 200
-
-
-async def send_problem(send: Send, err: AppError) -> None:
-    body = json.dumps(err.to_problem()).encode()
-    headers = [(b"content-type", PROBLEM), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
-    await send({"type": "http.response.start", "status": err.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for k, v in scope.get("headers", []):
-        if k == name:
-            return str(v.decode("latin-1"))
-    return None
-
-
-class TooLarge(Exception):
-    pass
-
-
-STREAMED_PATHS = ("/api/v1/contacts/import",)
-"""Routes that stream their body (CSV import): their own, larger limit; never buffered whole."""
-
-
-class BodyLimit:
-    def __init__(self, app: ASGIApp, max_body: int, streamed_max_body: int | None = None) -> None:
-        self.app = app
-        self.default_max = max_body
-        self.streamed_max = streamed_max_body or max_body
-
-    def _error(self, limit: int) -> AppError:
-        return AppError(
-            f"The request body exceeds {limit} bytes.",
-            status=413,
-            code="payload_too_large",
-            title="Payload too large",
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.streamed_max if scope["path"] in STREAMED_PATHS else self.default_max
-        length = _header(scope, b"content-length")
-        if length and length.isdigit() and int(length) > limit:
-            await send_problem(send, self._error(limit))
-            return
-        seen = 0
-        started = False
-        exceeded = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen, exceeded
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    exceeded = True
-                    raise TooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if exceeded:
-                # The app caught the overflow while reading (a chunked body) and answers something
-                # else, e.g. a 400: the answer is the 413, once.
-                if not started:
-                    started = True
-                    await send_problem(send, self._error(limit))
-                return
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except TooLarge:
-            if not started:
-                started = True
-                await send_problem(send, self._error(limit))
 
 
 SESSION_COOKIE = b"crm_session"

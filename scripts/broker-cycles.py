@@ -46,7 +46,7 @@ def start(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], floa
     env = {**env, "CRM_PORT": str(port)}
     out = open(log, "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "run", "all"], cwd=ROOT, env=env, stdout=out, stderr=out
+        [sys.executable, "-m", "crm.cli", "run", "all"], cwd=ROOT, env=env, stdout=out, stderr=out
     )
     began = time.monotonic()
     while time.monotonic() - began < 120:
@@ -103,7 +103,7 @@ def main() -> int:
                 proc.wait()
             if not args.keep:
                 subprocess.run(
-                    [sys.executable, "-m", "shared.cli", "broker", "drop", ns],
+                    [sys.executable, "-m", "crm.cli", "broker", "drop", ns],
                     cwd=ROOT,
                     env=env,
                     capture_output=True,

@@ -177,10 +177,48 @@ class ContactErased(Payload):
     what other services hold under those keys is forgotten too."""
 
 
+class ContactUpdated(Payload):
+    """``fields`` names the changed fields (``import`` for a CSV row), never their values; a rule's
+    change carries ``caused_by_rule``, ``rule_chain``, ``caused_by_subject``."""
+
+    contact_id: str
+    owner_id: str | None = None
+    fields: list[str] = Field(default_factory=list)
+
+
+class ContactDeleted(Payload):
+    contact_id: str
+    owner_id: str | None = None
+
+
+class CompanyCreated(Payload):
+    company_id: str
+    owner_id: str | None = None
+
+
+class CompanyUpdated(Payload):
+    company_id: str
+    fields: list[str] = Field(default_factory=list)
+
+
 class InboxItemOpened(Payload):
     item_id: str
     channel_id: str
     kind: Kind
+
+
+class InboxCallMissed(Payload):
+    """contacts → tasks: a missed inbound call from an unknown number waits in the inbox."""
+
+    item_id: str
+    channel_id: str | None = None
+    channel_kind: str | None = None
+    channel_owner_id: str | None = None
+    kind: Literal["call"] = "call"
+    direction: Literal["in"] = "in"
+    occurred_at: str
+    """ISO 8601 with offset."""
+    data: dict[str, Any] = Field(default_factory=lambda: {"status": "missed"})
 
 
 class TenantSettingsChanged(Payload):
@@ -198,6 +236,11 @@ PAYLOADS: dict[tuple[str, int], type[BaseModel]] = {
     ("interaction.captured", 1): InteractionCaptured,
     ("interaction.recorded", 1): InteractionRecorded,
     ("contact.created", 1): ContactCreated,
+    ("contact.updated", 1): ContactUpdated,
+    ("contact.deleted", 1): ContactDeleted,
+    ("company.created", 1): CompanyCreated,
+    ("company.updated", 1): CompanyUpdated,
+    ("inbox.call_missed", 1): InboxCallMissed,
     ("contact.merged", 1): ContactMerged,
     ("contact.erased", 1): ContactErased,
     ("inbox.item_opened", 1): InboxItemOpened,
@@ -473,3 +516,8 @@ PAYLOADS.update(
         ("delivery.status_reported", 1): DeliveryStatusReported,
     }
 )
+
+
+def event_types_of(model: type[BaseModel]) -> list[tuple[str, int]]:
+    """The ``(event_type, version)`` pairs whose payload schema is ``model``."""
+    return sorted(k for k, v in PAYLOADS.items() if v is model)

@@ -25,7 +25,7 @@ from shared.metrics import ServiceMetrics
 from shared.settings import Settings
 
 if TYPE_CHECKING:
-    from shared.hub import Hub
+    from shared.service import Host as Hub
 
 log = logging.getLogger(__name__)
 

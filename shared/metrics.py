@@ -32,7 +32,7 @@ from shared.bus import RpcMethod
 from shared.events import Envelope
 
 if TYPE_CHECKING:
-    from shared.hub import Hub
+    from shared.service import Host as Hub
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -83,6 +83,29 @@ class UnitOfWork:
         self.emitted.append(env)
         return env
 
+    def emit_all(
+        self,
+        tenant_id: str,
+        events: Sequence[Mapping[str, Any]],
+        *,
+        caused_by: Envelope | None = None,
+        idempotency_key: str | None = None,
+        key_of: Callable[[Mapping[str, Any]], str] | None = None,
+    ) -> None:
+        """Emit the events a domain function returned (``{"event_type", "payload"}``), in order.
+        Keys: ``key_of(event)`` when given; else ``idempotency_key`` for the first and
+        ``<idempotency_key>:<i>`` for the i-th after it (none without one)."""
+        for i, event in enumerate(events):
+            if key_of is not None:
+                key: str | None = key_of(event)
+            elif idempotency_key is not None:
+                key = idempotency_key if i == 0 else f"{idempotency_key}:{i}"
+            else:
+                key = None
+            self.emit(
+                event["event_type"], tenant_id, event["payload"], idempotency_key=key, caused_by=caused_by
+            )
+
     async def mark_processed(self, consumer: str, key: str) -> None:
         """Record ``key`` as handled by ``consumer``; raises :class:`AlreadyProcessed` if it was."""
         try:
@@ -141,9 +164,20 @@ class Store:
             if models:
                 await self.db[coll].create_indexes(list(models))
 
-    async def atomic(self, fn: Callable[[UnitOfWork], Awaitable[T]], *, budget_s: float = 120.0) -> T:
+    async def atomic(
+        self,
+        fn: Callable[[UnitOfWork], Awaitable[T]],
+        *,
+        retry_on: tuple[type[BaseException], ...] = (),
+        attempts: int = 5,
+        budget_s: float = 120.0,
+    ) -> T:
         """Run ``fn`` in one transaction; its emitted events are written to the outbox in it and
         published right after the commit.
+
+        ``retry_on``: exceptions that mean "a race was lost, run the unit again" (an identity
+        claimed by another capture, a deal changed between read and write): the transaction is
+        rolled back and ``fn`` runs again, at most ``attempts`` times in all.
 
         Transient transaction errors (write conflicts) are retried with jittered back-off for up to
         ``budget_s``: longer than the server's transaction lifetime (60 s), so a write that collides
@@ -153,6 +187,15 @@ class Store:
         batch = _BATCH.get()
         if batch is not None and batch.store is self:
             return await self._in_batch(batch, fn)
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._transaction(fn, budget_s)
+            except retry_on:
+                if attempt >= attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _transaction(self, fn: Callable[[UnitOfWork], Awaitable[T]], budget_s: float) -> T:
         deadline = time.monotonic() + budget_s
         attempt = 0
         while True:
@@ -187,9 +230,17 @@ class Store:
         return result
 
     async def consume(
-        self, env: Envelope, consumer: str, fn: Callable[[UnitOfWork], Awaitable[T]]
+        self,
+        env: Envelope,
+        consumer: str,
+        fn: Callable[[UnitOfWork], Awaitable[T]],
+        *,
+        retry_on: tuple[type[BaseException], ...] = (),
+        attempts: int = 5,
     ) -> T | None:
-        """Apply ``fn`` once per event for ``consumer``: a repeat is acknowledged and ignored."""
+        """Apply ``fn`` once per event for ``consumer``: a repeat is acknowledged and ignored.
+        ``retry_on``/``attempts`` as in :meth:`atomic` (inside a batch a lost race fails the batch,
+        and the event is then handled alone, with these retries)."""
         batch = _BATCH.get()
         if batch is not None and batch.store is self:
             key = f"{consumer}:{env.event_id}"
@@ -204,7 +255,7 @@ class Store:
             return await fn(uow)
 
         try:
-            return await self.atomic(unit)
+            return await self.atomic(unit, retry_on=retry_on, attempts=attempts)
         except AlreadyProcessed:
             log.debug("duplicate event ignored", extra={"consumer": consumer, "event_id": env.event_id})
             return None

@@ -38,7 +38,7 @@ def decode_cursor(cursor: str | None) -> list[Any] | None:
     return values
 
 
-def page(items: list[dict[str, Any]], limit: int, key: Any) -> dict[str, Any]:
+def page(items: list[Any], limit: int, key: Any) -> dict[str, Any]:
     """``items`` fetched with ``limit + 1``: the page and the cursor of its last item."""
     more = len(items) > limit
     items = items[:limit]

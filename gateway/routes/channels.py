@@ -8,28 +8,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.deps import GW, Auth, Cursor, Limit
+from services.connectors.api import ChannelKind
 from shared.docsafe import StoredDict
 
 router = APIRouter(prefix="/api/v1", tags=["channels"])
-
-ChannelKind = Literal[
-    "form",
-    "tilda",
-    "typeform",
-    "webflow",
-    "yandex_forms",
-    "twilio",
-    "zadarma",
-    "mango",
-    "asterisk",
-    "meta_leads",
-    "google_ads",
-    "vk",
-    "telegram",
-    "whatsapp",
-    "avito",
-    "imap",
-]
 
 
 class ChannelIn(BaseModel):

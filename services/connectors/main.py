@@ -17,7 +17,6 @@ from fastapi.responses import JSONResponse, Response
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import ConnectionFailure
 
-from gateway.middleware import BodyLimit
 from services.common.access import must, require_admin, tenant_of
 from services.connectors.adapters import HOOK_KINDS, get_adapter
 from services.connectors.adapters._tel_util import call_summary
@@ -37,6 +36,7 @@ from services.connectors.mail.ingest import MailIngest
 from services.connectors.normalise import normalise
 from services.connectors.outbound import channel_url_errors, mail_config_errors
 from services.connectors.sending import SendWorker
+from shared.asgi import BodyLimit
 from shared.clock import as_utc, iso, new_id
 from shared.errors import AppError, NotFound, ServiceUnavailable, ValidationFailed
 from shared.events import Envelope, make_event

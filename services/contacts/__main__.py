@@ -1,3 +1,3 @@
-from shared.cli import main
+from crm.cli import main
 
 raise SystemExit(main(["run", "contacts", *__import__("sys").argv[1:]]))

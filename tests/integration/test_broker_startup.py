@@ -63,7 +63,7 @@ def start_hub(port: int, mongo_url: str, tmp_path: Path, timeout_s: float) -> su
         "CRM_LOG_FORMAT": "json",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "run", "all"],
+        [sys.executable, "-m", "crm.cli", "run", "all"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -12,8 +12,9 @@ import pytest
 from cryptography.fernet import Fernet
 from pymongo import AsyncMongoClient
 
-from services.contacts.capture import capture
-from services.contacts.main import ContactsService
+from services.contacts.handlers.capture import capture
+from services.contacts.service import ContactsService
+from services.contacts.store import ContactsTx
 from shared.bus import Bus, EventPublisher, Topology
 from shared.clock import FrozenClock
 from shared.crypto import SecretBox
@@ -102,7 +103,8 @@ def captured(
 
 
 async def run(store: Store, env: Envelope) -> None:
-    await store.consume(env, "contacts.capture", lambda uow: capture(uow, env))
+    ic = InteractionCaptured.model_validate(env.payload)
+    await store.consume(env, "contacts.capture", lambda uow: capture(ContactsTx(uow), env, ic))
 
 
 async def contacts_of(store: Store, tenant: str) -> list[dict[str, Any]]:
@@ -155,7 +157,9 @@ async def test_the_same_event_twice_has_one_effect(store: Store) -> None:
     # the same business fact again under a new event id (a provider retry)
     again = captured("t2", "lead-1", phones=["+79161234567"], name="Иван")
     await store.consume(
-        again.model_copy(update={"event_id": "other"}), "contacts.capture", lambda uow: capture(uow, again)
+        again.model_copy(update={"event_id": "other"}),
+        "contacts.capture",
+        lambda uow: capture(ContactsTx(uow), again, InteractionCaptured.model_validate(again.payload)),
     )
     contacts = await contacts_of(store, "t2")
     assert len(contacts) == 1
@@ -280,14 +284,20 @@ async def test_card_reads_and_searches_use_an_index(store: Store) -> None:
     real_db = store.db
     store.db = Recording(real_db, seen)  # type: ignore[assignment]
     try:
-        assert (await svc.get_contact(ctx, {"contact_id": "c0003"}))["id"] == "c0003"
-        first = await svc.timeline(ctx, {"contact_id": "c0003", "limit": 10})
-        second = await svc.timeline(ctx, {"contact_id": "c0003", "limit": 10, "cursor": first["next_cursor"]})
+
+        async def call(method: str, **args: Any) -> Any:
+            reply = await svc.rpc.dispatch({"method": method, "ctx": ctx, "args": args})
+            assert reply["ok"], reply
+            return reply["result"]
+
+        assert (await call("get_contact", contact_id="c0003"))["id"] == "c0003"
+        first = await call("timeline", contact_id="c0003", limit=10)
+        second = await call("timeline", contact_id="c0003", limit=10, cursor=first["next_cursor"])
         assert len(first["items"]) == 10 and len(second["items"]) == 10
         assert first["items"][-1]["occurred_at"] > second["items"][0]["occurred_at"]
-        by_phone = await svc.list_contacts(ctx, {"filters": {"phone": "8 916 000-00-42"}})
-        by_email = await svc.list_contacts(ctx, {"filters": {"email": "P42@Example.RU"}})
-        by_name = await svc.list_contacts(ctx, {"filters": {"q": "ИМЯ42"}})
+        by_phone = await call("list_contacts", filters={"phone": "8 916 000-00-42"})
+        by_email = await call("list_contacts", filters={"email": "P42@Example.RU"})
+        by_name = await call("list_contacts", filters={"q": "ИМЯ42"})
         assert [c["id"] for c in by_phone["items"]] == [c["id"] for c in by_email["items"]] == ["c0042"]
         assert [c["id"] for c in by_name["items"]] == ["c0042"]
     finally:
@@ -325,8 +335,9 @@ async def test_rule_assigns_the_contact_owner_once(store: Store) -> None:
             "action_key": "rule:r1:e:0",
         },
     )
-    await svc.on_rule_assign_owner(command)
-    await svc.on_rule_assign_owner(command)
+    handle = svc.events.handlers["rule.assign_owner_requested.v1"]
+    await handle(command)
+    await handle(command)
     (contact,) = await contacts_of(store, "t7")
     assert contact["owner_id"] == "u-9"
     events = [e for d in await store.db.outbox.find({}).to_list(None) for e in d["envelopes"]]

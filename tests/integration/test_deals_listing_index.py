@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from services.deals import domain as d
-from services.deals.main import IX_PIPELINE_STAGE, DealsService
+from services.deals.service import DealsService
+from services.deals.store import IX_PIPELINE_STAGE
 from shared.clock import new_id
 from tests.support.services import deals_service
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from services.deals import domain as d
-from services.deals.main import BATCH, DealsService
+from services.deals.service import BATCH, DealsService
 from shared.clock import new_id
 from shared.events import Envelope, make_event
 from tests.support.services import deals_service

@@ -13,9 +13,9 @@ from typing import Any
 import aio_pika
 import pytest
 
+from crm.hub import Hub
 from shared.clock import SystemClock
 from shared.events import ContactCreated, Envelope
-from shared.hub import Hub
 from shared.service import Service
 from shared.settings import Settings
 

@@ -11,10 +11,10 @@ from typing import Any
 import aio_pika
 import pytest
 
+from crm.hub import Hub
 from shared.bus import Bus, EventPublisher, Topology
 from shared.clock import SystemClock
 from shared.events import Envelope, make_event
-from shared.hub import Hub
 from shared.mongo import Store, UnitOfWork, mongo_client
 from shared.service import Service
 from shared.settings import Settings
@@ -204,7 +204,7 @@ async def test_broker_drop_removes_every_queue_and_exchange_of_a_namespace(
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "shared.cli",
+            "crm.cli",
             "broker",
             "drop",
             namespace,

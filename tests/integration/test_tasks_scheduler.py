@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from services.tasks.main import TasksService
+from services.tasks.service import TasksService
 from shared.clock import FrozenClock
 from shared.errors import AppError, ValidationFailed
 from shared.events import Envelope, make_event

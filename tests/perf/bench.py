@@ -7,7 +7,7 @@ SecantusDB it starts in memory) with the real service code:
 
 - seeding: the service's indexes, then N contacts (each with a timeline item) written in bulk;
 - capture → timeline: ``interaction.captured`` envelopes handed to the service's own consumer
-  (``ContactsService.on_captured``: identity resolution, timeline upsert, outbox, processed
+  (the contacts service's ``interaction.captured`` handler: identity resolution, timeline upsert, outbox, processed
   marker, all in one transaction), half from known people (phone or email in any spelling), half
   from new ones; sequential and with ``--concurrency`` handlers at once, as the broker's prefetch
   would run them;
@@ -35,8 +35,8 @@ from typing import Any
 from cryptography.fernet import Fernet
 from pymongo import AsyncMongoClient
 
-from services.contacts.main import ContactsService
-from services.contacts.model import name_key, search_words
+from services.contacts.domain.cards import name_key, search_words
+from services.contacts.service import ContactsService
 from shared.bus import Bus, EventPublisher, Topology
 from shared.clock import SystemClock, new_id
 from shared.crypto import SecretBox
@@ -167,6 +167,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     svc = ContactsService(rt)
     svc.store.publish = None  # events stay in the outbox
     db = svc.db
+    on_captured = svc.events.handlers["interaction.captured.v1"]
+
+    async def rpc(method: str, ctx: dict[str, Any], args: dict[str, Any]) -> Any:
+        reply = await svc.rpc.dispatch({"method": method, "ctx": ctx, "args": args})
+        return reply["result"]
+
     out: dict[str, Any] = {
         "contacts": args.contacts,
         "server": "MongoDB at CRM_MONGO_URL" if server is None else "SecantusDB (local)",
@@ -197,7 +203,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         lat: list[float] = []
         for env in events:
             s = time.perf_counter()
-            await svc.on_captured(env)
+            await on_captured(env)
             lat.append((time.perf_counter() - s) * 1000)
         seq_s = time.perf_counter() - t0
         out["capture_sequential_per_s"] = round(len(events) / seq_s, 1)
@@ -214,7 +220,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
         async def worker() -> None:
             while not queue.empty():
-                await svc.on_captured(queue.get_nowait())
+                await on_captured(queue.get_nowait())
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
@@ -230,8 +236,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.reads):
             cid = f"c{random.randrange(args.contacts):08d}"
             s = time.perf_counter()
-            await svc.get_contact(ctx, {"contact_id": cid})
-            page = await svc.timeline(ctx, {"contact_id": cid, "limit": 50})
+            await rpc("get_contact", ctx, {"contact_id": cid})
+            page = await rpc("timeline", ctx, {"contact_id": cid, "limit": 50})
             card.append((time.perf_counter() - s) * 1000)
             assert page["items"], cid
         out["card_read_p50_ms"] = round(pct(card, 50), 2)
@@ -243,7 +249,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         for n in range(min(args.reads, 200)):
             i = random.randrange(args.contacts)
             s = time.perf_counter()
-            res = await svc.list_contacts(ctx, {"filters": {"phone": spelled(phone_of(i), n)}, "limit": 50})
+            res = await rpc(
+                "list_contacts", ctx, {"filters": {"phone": spelled(phone_of(i), n)}, "limit": 50}
+            )
             search.append((time.perf_counter() - s) * 1000)
             assert res["items"], i
         out["phone_search_p50_ms"] = round(pct(search, 50), 2)

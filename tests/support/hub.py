@@ -86,7 +86,7 @@ class HubProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "run", "all", *self.args],
+            [sys.executable, "-m", "crm.cli", "run", "all", *self.args],
             cwd=ROOT,
             env=self.env,
             stdout=log,

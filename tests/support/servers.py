@@ -78,7 +78,7 @@ def claim_namespace(url: str, namespace: str) -> None:
 
 @functools.cache
 def _legacy_suffixes() -> tuple[str, ...]:
-    from shared.cli import legacy_queue_names
+    from crm.cli import legacy_queue_names
 
     return tuple(n.removeprefix("NS.") for n in legacy_queue_names("NS"))
 
@@ -86,12 +86,12 @@ def _legacy_suffixes() -> tuple[str, ...]:
 def delete_namespace_queues(url: str, namespace: str) -> None:
     """Drop every queue and exchange a test namespace declared (``crm broker drop``), today's
     layout and the old one, so runs never pile up on a shared broker."""
+    from crm.hub import CONSUMING, SERVICES
     from shared.bus import drop_namespace
-    from shared.hub import CONSUMING, SERVICES
     from shared.settings import Settings
 
     settings = Settings(namespace=namespace, rabbit_url=url)
-    from shared.hub import topology_of
+    from crm.hub import topology_of
 
     topology = topology_of(settings)
     queues = [

@@ -10,7 +10,7 @@ from typing import Any
 from cryptography.fernet import Fernet
 
 from services.connectors.main import ConnectorsService
-from services.deals.main import DealsService
+from services.deals.service import DealsService
 from shared.bus import Bus, Topology
 from shared.clock import Clock, SystemClock
 from shared.crypto import SecretBox

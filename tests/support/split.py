@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 from cryptography.fernet import Fernet
 
-from shared.hub import SERVICES
+from crm.hub import SERVICES
 from shared.localmongo import free_port
 from tests.support.hub import ROOT, HubProcess
 from tests.support.servers import delete_namespace_queues
@@ -49,7 +49,7 @@ class Proc:
     def start(self) -> None:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "run", self.what, "--port", str(self.port)],
+            [sys.executable, "-m", "crm.cli", "run", self.what, "--port", str(self.port)],
             cwd=ROOT,
             env=self.env,
             stdout=log,

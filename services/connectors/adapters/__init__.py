@@ -6,24 +6,9 @@ import importlib
 from functools import cache
 
 from services.connectors.adapters.base import Adapter
+from services.connectors.api import HOOK_KINDS
 
-HOOK_KINDS = (
-    "form",
-    "tilda",
-    "typeform",
-    "webflow",
-    "yandex_forms",
-    "twilio",
-    "zadarma",
-    "mango",
-    "asterisk",
-    "meta_leads",
-    "google_ads",
-    "vk",
-    "telegram",
-    "whatsapp",
-    "avito",
-)
+__all__ = ["HOOK_KINDS", "get_adapter"]
 
 
 @cache

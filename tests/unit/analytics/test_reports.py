@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.analytics import reports
-from services.analytics.main import to_csv
+from services.analytics.handlers.reporting import to_csv
 
 pytestmark = pytest.mark.unit
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from crm.cli import definitions, installation, legacy_queue_names
 from shared.bus import Topology
-from shared.cli import definitions, installation, legacy_queue_names
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.contacts.activity import activity_item
-from services.contacts.model import name_key
+from services.contacts.domain.activity import activity_item
+from services.contacts.domain.cards import name_key
 
 pytestmark = pytest.mark.unit
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.contacts.capture import merge_data
+from services.contacts.domain.timeline import merge_data
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from services.contacts.custom_fields import check_definition, coerce, validate_custom
+from services.contacts.domain.custom_fields import check_definition, coerce, validate_custom
 
 pytestmark = pytest.mark.unit
 

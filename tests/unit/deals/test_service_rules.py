@@ -9,15 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.deals import domain as d
-from services.deals.main import (
-    IX_CONTACT,
-    IX_OWNER,
-    IX_PIPELINE,
-    IX_PIPELINE_STAGE,
-    IX_TENANT,
-    _hint,
-    _micros,
-)
+from services.deals.service import _micros
+from services.deals.store import IX_CONTACT, IX_OWNER, IX_PIPELINE, IX_PIPELINE_STAGE, IX_TENANT
+from services.deals.store import listing_hint as _hint
 from shared.errors import AppError
 
 pytestmark = pytest.mark.unit

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from shared.hub import SERVICES
+from crm.hub import SERVICES
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -9,7 +9,7 @@ import httpx
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from gateway.middleware import BodyLimit
+from shared.asgi import BodyLimit
 
 
 class Thing(BaseModel):

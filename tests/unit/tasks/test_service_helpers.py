@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.tasks import main as m
+from services.tasks import service as m
 from services.tasks.domain import Task
 from services.tasks.rules import parse_rule
 from shared.errors import AppError

@@ -21,10 +21,10 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from crm.hub import CONSUMING, SERVICES, Hub, topology_of
 from shared.bus import BrokerUnreachable, drop_namespace
 from shared.crypto import load_or_create_key
 from shared.health import add_health_routes, health_app
-from shared.hub import CONSUMING, SERVICES, Hub, topology_of
 from shared.localmongo import LocalMongo
 from shared.logs import setup_logging
 from shared.metrics import HookTiming, ServiceMetrics
@@ -216,7 +216,7 @@ def supervise(settings: Settings, mongo_url: str, port: int) -> int:
     ``STOP_GRACE_S`` + 1 s. Returns the exit code of the child that ended first (2: the broker)."""
     load_or_create_key(settings.secret_key, settings.data_dir)  # one key, before two processes read it
     env = {**os.environ, "CRM_MONGO_URL": mongo_url, "CRM_PORT": str(port)}
-    base = [sys.executable, "-m", "shared.cli", "run"]
+    base = [sys.executable, "-m", "crm.cli", "run"]
     children = [
         subprocess.Popen([*base, "gateway", "--ingress"], env=env, preexec_fn=_die_with_parent),  # noqa: S603
         subprocess.Popen([*base, "workers"], env=env, preexec_fn=_die_with_parent),  # noqa: S603

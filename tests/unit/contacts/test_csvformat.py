@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from services.contacts import csvio
+from services.contacts.domain import csvformat as csvio
 
 pytestmark = pytest.mark.unit
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.contacts.model import normalize_identities
+from services.contacts.domain.cards import normalize_identities
 from shared.csvsafe import csv_line, safe_cell
 from shared.normalize import clean_text
 

@@ -24,10 +24,10 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 SERVICES: dict[str, str] = {
-    "contacts": "services.contacts.main:ContactsService",
-    "deals": "services.deals.main:DealsService",
-    "tasks": "services.tasks.main:TasksService",
-    "analytics": "services.analytics.main:AnalyticsService",
+    "contacts": "services.contacts.service:ContactsService",
+    "deals": "services.deals.service:DealsService",
+    "tasks": "services.tasks.service:TasksService",
+    "analytics": "services.analytics.service:AnalyticsService",
     "connectors": "services.connectors.main:ConnectorsService",
 }
 CONSUMING = (*SERVICES, "gateway")

@@ -9,13 +9,14 @@ from __future__ import annotations
 import math
 import re
 from datetime import date
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import urlsplit
 
+from services.contacts.api import CustomEntity, CustomFieldOut, CustomType
 from shared.normalize import clean_text, normalize_email, normalize_phone
 
-ENTITIES = ("contact", "company", "deal")
-TYPES = ("string", "number", "date", "enum", "multi_enum", "bool", "phone", "email", "url")
+ENTITIES: tuple[str, ...] = get_args(CustomEntity)
+TYPES: tuple[str, ...] = get_args(CustomType)
 KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_STRING = 2000
 MAX_OPTIONS = 200
@@ -186,13 +187,13 @@ def validate_custom(
     return (out if not errors else {}), errors
 
 
-def definition_view(doc: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": doc["_id"],
-        "entity": doc["entity"],
-        "key": doc["key"],
-        "label": doc["label"],
-        "type": doc["type"],
-        "options": doc.get("options") or [],
-        "required": bool(doc.get("required")),
-    }
+def definition_view(doc: dict[str, Any]) -> CustomFieldOut:
+    return CustomFieldOut(
+        id=doc["_id"],
+        entity=doc["entity"],
+        key=doc["key"],
+        label=doc["label"],
+        type=doc["type"],
+        options=doc.get("options") or [],
+        required=bool(doc.get("required")),
+    )
