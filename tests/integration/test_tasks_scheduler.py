@@ -490,3 +490,51 @@ async def test_new_form_lead_gets_a_first_contact_task(make_service: Any) -> Non
     [task] = (await svc.list_tasks(ADMIN, {"filters": {"contact_id": "c-lead"}}))["items"]
     assert (task["title"], task["assignee_id"]) == ("First contact", "u3")
     assert task["due_at"] == (T0 + timedelta(hours=1)).isoformat()
+
+
+async def test_a_batch_reads_the_rules_once_and_round_robin_still_turns_per_event(mongo_url: str) -> None:
+    """Events handled as one consumer batch share a transaction: the tenant's rules are read
+    once for the batch, while the round-robin counters (written by each event) move on per event."""
+    from pymongo import AsyncMongoClient
+
+    from shared.dbprofile import CommandCounter
+
+    counter = CommandCounter()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo_url, tz_aware=True, uuidRepresentation="standard", event_listeners=[counter]
+    )
+    settings = Settings(namespace=f"it{uuid.uuid4().hex[:10]}", mongo_url=mongo_url)
+    svc = TasksService(offline_runtime(settings, client, RecordingPublisher(), FrozenClock(T0)))
+    try:
+        await svc.prepare()
+        await svc.create_rule(
+            ADMIN,
+            {
+                "body": {
+                    "id": "every-stage",
+                    "name": "Every stage",
+                    "event_type": "deal.stage_changed",
+                    "actions": [{"type": "create_task", "title": "Check", "assignee": "round_robin:u1,u2"}],
+                }
+            },
+        )
+        before = counter.snapshot()
+        async with svc.store.batch():
+            for deal in ("d1", "d2", "d3", "d4"):
+                await svc.on_rule_event(
+                    make_event(
+                        "deal.stage_changed",
+                        tenant_id="ten-a",
+                        producer="deals",
+                        payload={"deal_id": deal, "to_stage_id": "s-2", "owner_id": "u9", "contact_id": "c"},
+                    )
+                )
+        after = counter.snapshot()
+        rules_reads = [k for k in after if k.endswith(".rules.find")]
+        assert sum(after[k] - before.get(k, 0) for k in rules_reads) == 1
+        items = (await svc.list_tasks(ADMIN, {"limit": 100}))["items"]
+        checks = sorted((t["deal_id"], t["assignee_id"]) for t in items if t["title"] == "Check")
+        assert checks == [("d1", "u1"), ("d2", "u2"), ("d3", "u1"), ("d4", "u2")]
+    finally:
+        await client.drop_database(settings.db_name("tasks"))
+        await client.close()

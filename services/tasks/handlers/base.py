@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, ClassVar
@@ -85,6 +86,10 @@ def _version_key(task: d.Task) -> Callable[[Mapping[str, Any]], str]:
     return lambda ev: f"{ev['event_type']}:{task.id}:v{task.version}"
 
 
+_RULES_IN_TRANSACTION: weakref.WeakKeyDictionary[Any, dict[str, list[r.Rule]]] = weakref.WeakKeyDictionary()
+"""Rules read in a transaction, by its session (gone with the session)."""
+
+
 class TasksBase(Service):
     name = "tasks"
     scheduler_batch: ClassVar[int] = 200
@@ -95,6 +100,17 @@ class TasksBase(Service):
         return await self.db.settings.find_one({"_id": tenant}, session=session) or {}
 
     async def _custom_rules(self, tenant: str, session: Any = None) -> list[r.Rule]:
+        """The tenant's own rules, oldest first. Inside a transaction they are read once: the
+        events of one consumer batch share its session and see the same snapshot anyway, and rules
+        change only through the RPC methods, never in a consumer's transaction."""
+        if session is not None and session.in_transaction:
+            memo = _RULES_IN_TRANSACTION.setdefault(session, {})
+            if tenant not in memo:
+                memo[tenant] = await self._read_rules(tenant, session)
+            return memo[tenant]
+        return await self._read_rules(tenant, session)
+
+    async def _read_rules(self, tenant: str, session: Any) -> list[r.Rule]:
         docs = (
             await self.db.rules.find({"tenant_id": tenant}, session=session)
             .sort([("created_at", ASCENDING), ("_id", ASCENDING)])
