@@ -45,6 +45,7 @@ import aio_pika
 import httpx
 from pymongo import AsyncMongoClient
 
+from shared.clock import _ALPHABET
 from shared.localmongo import LocalMongo, free_port
 from tests.perf.bench import contact_doc, timeline_doc
 from tests.support.hub import HubProcess
@@ -251,7 +252,12 @@ async def seed(mongo: AsyncMongoClient[Any], db_name: str, tenant_id: str, n: in
     for base in range(0, n, 2000):
         stop = min(n, base + 2000)
         contacts = [contact_doc(i, now) | {"tenant_id": tenant_id} for i in range(base, stop)]
-        items = [timeline_doc(i, now) | {"tenant_id": tenant_id} for i in range(base, stop)]
+        # ids below every ``new_id`` (``0-`` sorts before ``01``), so the items the run writes
+        # are found by an ``_id`` range alone (:class:`Landed`)
+        items = [
+            timeline_doc(i, now) | {"tenant_id": tenant_id, "_id": f"0-seed-{i:08d}"}
+            for i in range(base, stop)
+        ]
         await db.contacts.insert_many(contacts, ordered=False)
         await db.timeline.insert_many(items, ordered=False)
         if stop % 20_000 == 0:
@@ -259,31 +265,55 @@ async def seed(mongo: AsyncMongoClient[Any], db_name: str, tenant_id: str, n: in
     return time.perf_counter() - start
 
 
-async def wait_for_items(
-    timeline: Any, channel_id: str, expected: int, limit_s: float
-) -> tuple[int, datetime | None]:
-    """Wait until ``expected`` timeline items of the channel exist (or ``limit_s`` passed)."""
-    deadline = time.monotonic() + limit_s
-    count = 0
-    while time.monotonic() < deadline:
-        count = await timeline.count_documents({"channel_id": channel_id})
-        if count >= expected:
-            break
-        await asyncio.sleep(0.25)
-    last = await timeline.find_one({"channel_id": channel_id}, sort=[("created_at", -1)])
-    return count, (last or {}).get("created_at")
+def id_at(unix_s: float) -> str:
+    """The smallest id ``shared.clock.new_id`` makes at ``unix_s`` (ULID layout, no random bits)."""
+    value = int(unix_s * 1000) << 80
+    return "".join(_ALPHABET[(value >> (5 * i)) & 31] for i in reversed(range(26)))
 
 
-async def settled(timeline: Any, channel_id: str, count: int) -> tuple[int, datetime | None]:
-    """The channel's timeline count once it has not grown for 3 s."""
-    while True:
-        await asyncio.sleep(3)
-        now = await timeline.count_documents({"channel_id": channel_id})
-        if now == count:
-            break
-        count = now
-    last = await timeline.find_one({"channel_id": channel_id}, sort=[("created_at", -1)])
-    return count, (last or {}).get("created_at")
+class Landed:
+    """The bench channel's timeline items written since the run began, read by ``_id`` (ids grow
+    with time): each poll reads only the last seconds through the ``_id`` index. A count with a
+    filter would scan the 100,000 seeded items on every poll and the bench would measure itself."""
+
+    WINDOW_S = 10.0
+    """An item's id is made before its transaction commits: re-read this far back."""
+
+    def __init__(self, timeline: Any, channel_id: str) -> None:
+        self.timeline = timeline
+        self.channel_id = channel_id
+        self.items: dict[str, dict[str, Any]] = {}
+        self.began = time.time()
+
+    async def poll(self) -> int:
+        after = id_at(max(self.began, time.time() - self.WINDOW_S) - 1)
+        async for doc in self.timeline.find(
+            {"_id": {"$gt": after}}, {"created_at": 1, "channel_id": 1, "data.fields.ref": 1}
+        ):
+            if doc.get("channel_id") == self.channel_id:
+                self.items[doc["_id"]] = doc
+        return len(self.items)
+
+    def last_written(self) -> datetime | None:
+        return max((d["created_at"] for d in self.items.values()), default=None)
+
+    async def wait_for(self, expected: int, limit_s: float) -> int:
+        """Poll until ``expected`` items landed (or ``limit_s`` passed)."""
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            if await self.poll() >= expected:
+                break
+            await asyncio.sleep(1)
+        return len(self.items)
+
+    async def settle(self) -> int:
+        """Poll until the count has not grown for 3 s."""
+        count = await self.poll()
+        while True:
+            await asyncio.sleep(3)
+            if (now := await self.poll()) == count:
+                return count
+            count = now
 
 
 async def hub_run(
@@ -312,6 +342,7 @@ async def hub_run(
             watchers.append(asyncio.create_task(sampler.read_cards(http, auth, args.contacts, stop)))
 
         began = datetime.now(UTC)
+        landed_items = Landed(timeline, channel["id"])
         cpu_before = sampler.cpu_s(extra)
         ops_before = (await mongo.admin.command("serverStatus"))["opcounters"]
         burst = await wrk_burst(hook, args.burst_s)
@@ -322,8 +353,8 @@ async def hub_run(
         out["burst_hooks"] = burst.answers
         # wrk may leave a few posts in flight when it stops: wait for what was answered, then
         # until the count stands still, and take the rate of what landed
-        count, last = await wait_for_items(timeline, channel["id"], burst.answers - burst.failed, args.wait_s)
-        count, last = await settled(timeline, channel["id"], count)
+        await landed_items.wait_for(burst.answers - burst.failed, args.wait_s)
+        count, last = await landed_items.settle(), landed_items.last_written()
         if count < burst.answers - burst.failed or last is None:
             out["captured_per_s"] = float("nan")
             out["captured_in_time"] = f"{count} of {burst.answers} in {args.wait_s:.0f} s"
@@ -363,16 +394,15 @@ async def hub_run(
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(paced(i)))
         await asyncio.gather(*tasks)
-        count, _ = await wait_for_items(timeline, channel["id"], landed + total, args.wait_s)
+        await landed_items.wait_for(landed + total, args.wait_s)
         lag: list[float] = []
-        async for item in timeline.find(
-            {"channel_id": channel["id"], "data.fields.ref": {"$in": list(sent_at)}},
-            {"created_at": 1, "data.fields.ref": 1},
-        ):
-            lag.append(item["created_at"].timestamp() - sent_at[item["data"]["fields"]["ref"]])
+        for item in landed_items.items.values():
+            ref = ((item.get("data") or {}).get("fields") or {}).get("ref")
+            if ref in sent_at:
+                lag.append(item["created_at"].timestamp() - sent_at[ref])
         out["offered_per_s"] = args.offered
-        out["hook_to_timeline_p50_s"] = pct(lag, 50)
-        out["hook_to_timeline_p99_s"] = pct(lag, 99) if len(lag) == total else float("nan")
+        out["hook_to_timeline_p50_ms"] = pct(lag, 50) * 1000
+        out["hook_to_timeline_p99_ms"] = pct(lag, 99) * 1000 if len(lag) == total else float("nan")
         out["paced_on_timeline"] = f"{len(lag)} of {total}"
         out["hooks_in_all"] = landed + len(lag)
         stop.set()
@@ -403,7 +433,7 @@ TARGETS = (
     # figure, target, comparison, ceiling it is a share of
     ("accepted_per_s", 1000, ">=", "bare_uvicorn_per_s"),
     ("captured_per_s", 300, ">=", "bulk_insert_docs_per_s"),
-    ("hook_to_timeline_p99_s", 2.0, "<=", None),
+    ("hook_to_timeline_p99_ms", 2000, "<=", None),
     ("hub_peak_rss_mb", 500, "<=", None),
     ("card_p99_ms", 50, "<=", None),
 )
