@@ -39,16 +39,13 @@ from tenacity import (
 )
 
 from . import _form_util as fu
+from . import _meta as meta
 from .base import (
     Captured,
     ChannelView,
-    HookError,
     HookOutcome,
     RawRequest,
     RetryLater,
-    bad_signature,
-    constant_time_equal,
-    require_hmac_header,
 )
 
 DEFAULT_GRAPH_BASE_URL = "https://graph.facebook.com/v19.0"
@@ -98,17 +95,10 @@ class MetaLeadsAdapter:
 
     def handle(self, channel: ChannelView, request: RawRequest, now: datetime) -> HookOutcome:
         if request.method.upper() == "GET":
-            return self._verify_subscription(channel, request)
-        app_secret = channel.secrets.get("app_secret")
-        if not app_secret:  # Meta signs every delivery: an unsigned channel accepts nothing
-            raise bad_signature("secrets.app_secret is not configured for this channel.")
-        require_hmac_header(request, app_secret, "x-hub-signature-256")
-        body = fu.require_json(request)
-        if body.get("object") != "page":
+            return meta.verify_subscription(channel, request)
+        entries = meta.signed_entries(channel, request, "page")
+        if entries is None:
             return HookOutcome(response=fu.json_response(), discarded="ignored")
-        entries = body.get("entry")
-        if not isinstance(entries, list):
-            raise fu.invalid({"entry": "entry must be a list."})
         leads: list[dict[str, str]] = []
         for entry in entries:
             if not isinstance(entry, Mapping) or not isinstance(entry.get("changes"), list):
@@ -145,17 +135,6 @@ class MetaLeadsAdapter:
                 "leads": leads,
             },
         )
-
-    def _verify_subscription(self, channel: ChannelView, request: RawRequest) -> HookOutcome:
-        q = request.query_params()
-        expected = channel.secrets.get("verify_token") or ""
-        if q.get("hub.mode") != "subscribe":
-            raise HookError(400, "Not a verification request", "hub.mode=subscribe is required.")
-        token = q.get("hub.verify_token") or ""
-        if not expected or not constant_time_equal(token, expected):
-            raise HookError(403, "Verification failed", "hub.verify_token does not match.")
-        challenge = fu.clean_text(q.get("hub.challenge") or "", 200)
-        return HookOutcome(response=fu.text_response(challenge), durable=False)
 
     # ---- enrich ----------------------------------------------------------------------------------
 

@@ -34,20 +34,17 @@ from datetime import datetime
 from typing import Any
 
 from . import _form_util as fu
+from . import _meta as meta
 from ._wa_content import content_of
 from .base import (
     Captured,
     ChannelView,
-    HookError,
     HookOutcome,
     MessageState,
     MessageStatus,
     RawRequest,
     Sender,
     Thread,
-    bad_signature,
-    constant_time_equal,
-    require_hmac_header,
 )
 
 DEFAULT_API_BASE_URL = "https://graph.facebook.com/v26.0"
@@ -86,17 +83,10 @@ class WhatsAppAdapter:
 
     def handle(self, channel: ChannelView, request: RawRequest, now: datetime) -> HookOutcome:
         if request.method.upper() == "GET":
-            return self._verify_subscription(channel, request)
-        app_secret = channel.secrets.get("app_secret")
-        if not app_secret:  # Meta signs every delivery: an unsigned channel accepts nothing
-            raise bad_signature("secrets.app_secret is not configured for this channel.")
-        require_hmac_header(request, app_secret, "x-hub-signature-256")
-        body = fu.require_json(request)
-        if body.get("object") != "whatsapp_business_account":
+            return meta.verify_subscription(channel, request)
+        entries = meta.signed_entries(channel, request, "whatsapp_business_account")
+        if entries is None:
             return HookOutcome(response=fu.json_response(), discarded="ignored")
-        entries = body.get("entry")
-        if not isinstance(entries, list):
-            raise fu.invalid({"entry": "entry must be a list."})
         own_number = fu.scalar_text(channel.config.get("phone_number_id"))
         items: dict[str, Captured] = {}
         statuses: dict[str, MessageStatus] = {}
@@ -128,17 +118,6 @@ class WhatsAppAdapter:
         return HookOutcome(
             response=fu.json_response(), items=tuple(items.values()), statuses=tuple(statuses.values())
         )
-
-    def _verify_subscription(self, channel: ChannelView, request: RawRequest) -> HookOutcome:
-        q = request.query_params()
-        if q.get("hub.mode") != "subscribe":
-            raise HookError(400, "Not a verification request", "hub.mode=subscribe is required.")
-        expected = channel.secrets.get("verify_token") or ""
-        token = q.get("hub.verify_token") or ""
-        if not expected or not constant_time_equal(token, expected):
-            raise HookError(403, "Verification failed", "hub.verify_token does not match.")
-        challenge = fu.clean_text(q.get("hub.challenge") or "", 200)
-        return HookOutcome(response=fu.text_response(challenge), durable=False)
 
     @staticmethod
     def _names(contacts: Any) -> list[_Person]:
