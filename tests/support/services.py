@@ -48,6 +48,17 @@ def offline_runtime(
     )
 
 
+def unit_runtime(clock: Clock) -> Runtime:
+    """Neither broker nor database behind it (both addresses refuse): for service tables whose
+    requests must be refused before any I/O."""
+    from pymongo import AsyncMongoClient
+
+    settings = Settings(namespace="unit", rabbit_url="amqp://guest:guest@127.0.0.1:1/")
+    return offline_runtime(
+        settings, AsyncMongoClient("mongodb://127.0.0.1:1", connect=False), RecordingPublisher(), clock
+    )
+
+
 @asynccontextmanager
 async def deals_service(mongo_url: str) -> AsyncIterator[DealsService]:
     """A DealsService on a fresh database of its own (dropped afterwards)."""

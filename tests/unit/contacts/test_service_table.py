@@ -7,19 +7,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from cryptography.fernet import Fernet
 from pydantic import ValidationError
-from pymongo import AsyncMongoClient
 
 from services.contacts import api
 from services.contacts.service import EVENTS, RPC, ContactsService
 from services.contacts.store import ContactsStore
-from shared.bus import Bus, EventPublisher, Topology
 from shared.clock import FrozenClock
-from shared.crypto import SecretBox
 from shared.events import InteractionCaptured, SenderData, make_event
-from shared.service import Runtime
-from shared.settings import Settings
+from tests.support.services import unit_runtime
 from tests.unit.contacts.fakes import FakeStore
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -34,16 +29,7 @@ class OnFakeStore(ContactsService):
 
 
 def service() -> OnFakeStore:
-    bus = Bus("amqp://guest:guest@127.0.0.1:1/", Topology("unit"))  # never connected
-    rt = Runtime(
-        settings=Settings(namespace="unit"),
-        bus=bus,
-        topology=Topology("unit"),
-        mongo=AsyncMongoClient("mongodb://127.0.0.1:1", connect=False),
-        publisher=EventPublisher(bus),
-        clock=FrozenClock(T0),
-        secrets=SecretBox(Fernet.generate_key()),
-    )
+    rt = unit_runtime(FrozenClock(T0))
     svc = OnFakeStore(rt)
     svc.fake = FakeStore(T0)
     return svc

@@ -6,31 +6,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from cryptography.fernet import Fernet
-from pymongo import AsyncMongoClient
-
 from services.tasks import api
 from services.tasks.service import REQUESTS, TasksService
-from shared.bus import Bus, EventPublisher, Topology
 from shared.clock import FrozenClock
-from shared.crypto import SecretBox
-from shared.service import Runtime
-from shared.settings import Settings
+from tests.support.services import unit_runtime
 
 
 def service() -> TasksService:
-    bus = Bus("amqp://guest:guest@127.0.0.1:1/", Topology("unit"))  # never connected
-    return TasksService(
-        Runtime(
-            settings=Settings(namespace="unit"),
-            bus=bus,
-            topology=Topology("unit"),
-            mongo=AsyncMongoClient("mongodb://127.0.0.1:1", connect=False),
-            publisher=EventPublisher(bus),
-            clock=FrozenClock(datetime(2026, 12, 6, tzinfo=UTC)),
-            secrets=SecretBox(Fernet.generate_key()),
-        )
-    )
+    return TasksService(unit_runtime(FrozenClock(datetime(2026, 12, 6, tzinfo=UTC))))
 
 
 def test_every_request_of_the_contract_is_answered() -> None:
