@@ -19,6 +19,7 @@ from tests.e2e.test_imap_hub import (
     tenant_with_domains,
     wait_health,
 )
+from tests.support.conversations import conversations, messages
 from tests.support.dovecot import DovecotServer, append_message, dovecot_server
 from tests.support.hub import Api, HubProcess, eventually, touches
 from tests.support.smtp_server import SmtpStandIn, smtp_stand_in
@@ -38,18 +39,6 @@ def server() -> Iterator[DovecotServer]:
 def smtp(server: DovecotServer) -> Iterator[SmtpStandIn]:
     with smtp_stand_in(server) as s:
         yield s
-
-
-def conversations(admin: Api, **params: Any) -> list[dict[str, Any]]:
-    r = admin.get("/api/v1/conversations", params=params)
-    assert r.status_code == 200, r.text
-    return list(r.json()["items"])
-
-
-def messages(admin: Api, conversation_id: str) -> list[dict[str, Any]]:
-    r = admin.get(f"/api/v1/conversations/{conversation_id}/messages")
-    assert r.status_code == 200, r.text
-    return list(r.json()["items"])
 
 
 def test_email_answer_is_threaded_sent_once_and_its_sent_copy_is_the_same_message(

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from services.connectors.adapters.base import hmac_sha256_hex
+from tests.support.conversations import conversations, messages
 from tests.support.hub import Api, eventually, touches
 from tests.support.provider_api import Answer, ProviderApi, Seen, provider_api
 
@@ -29,18 +30,6 @@ WAMID_OUT = "wamid.HBgLMTY1MDUwNzY1MjAVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"
 
 def fixtures(name: str) -> dict[str, Any]:
     return json.loads((FIXTURES / f"{name}.json").read_text())
-
-
-def conversations(admin: Api, **params: Any) -> list[dict[str, Any]]:
-    r = admin.get("/api/v1/conversations", params=params)
-    assert r.status_code == 200, r.text
-    return list(r.json()["items"])
-
-
-def messages(admin: Api, conversation_id: str) -> list[dict[str, Any]]:
-    r = admin.get(f"/api/v1/conversations/{conversation_id}/messages")
-    assert r.status_code == 200, r.text
-    return list(r.json()["items"])
 
 
 def answer(admin: Api, conversation_id: str, text: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_gateway_live import SseReader
+from tests.support.conversations import conversations, messages
 from tests.support.fake_telegram import FakeTelegram, fake_telegram
 from tests.support.hub import Api, HubProcess, eventually, touches
 from tests.support.servers import delete_namespace_queues
@@ -60,18 +61,6 @@ def customer_writes(channel: dict[str, Any], user_id: int, text: str, message_id
     }
     r = httpx.post(channel["webhook_url"], json=update, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
     assert r.status_code == 200, r.text
-
-
-def conversations(admin: Api, **params: Any) -> list[dict[str, Any]]:
-    r = admin.get("/api/v1/conversations", params=params)
-    assert r.status_code == 200, r.text
-    return list(r.json()["items"])
-
-
-def messages(admin: Api, conversation_id: str) -> list[dict[str, Any]]:
-    r = admin.get(f"/api/v1/conversations/{conversation_id}/messages")
-    assert r.status_code == 200, r.text
-    return list(r.json()["items"])
 
 
 def me(admin: Api) -> str:
