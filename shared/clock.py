@@ -36,7 +36,15 @@ class FrozenClock:
 
 def new_id() -> str:
     """A 26-character, time-ordered, URL-safe id (ULID layout: 48-bit ms time + 80 random bits)."""
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    return _encode_id((int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big"))
+
+
+def first_id_at(unix_s: float) -> str:
+    """The smallest id :func:`new_id` makes at ``unix_s``: ids made later sort after it."""
+    return _encode_id(int(unix_s * 1000) << 80)
+
+
+def _encode_id(value: int) -> str:
     out = []
     for _ in range(26):
         out.append(_ALPHABET[value & 31])

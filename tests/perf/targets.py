@@ -45,7 +45,7 @@ import aio_pika
 import httpx
 from pymongo import AsyncMongoClient
 
-from shared.clock import _ALPHABET
+from shared.clock import first_id_at
 from shared.localmongo import LocalMongo, free_port
 from tests.perf.bench import contact_doc, timeline_doc
 from tests.support.hub import HubProcess
@@ -265,12 +265,6 @@ async def seed(mongo: AsyncMongoClient[Any], db_name: str, tenant_id: str, n: in
     return time.perf_counter() - start
 
 
-def id_at(unix_s: float) -> str:
-    """The smallest id ``shared.clock.new_id`` makes at ``unix_s`` (ULID layout, no random bits)."""
-    value = int(unix_s * 1000) << 80
-    return "".join(_ALPHABET[(value >> (5 * i)) & 31] for i in reversed(range(26)))
-
-
 class Landed:
     """The bench channel's timeline items written since the run began, read by ``_id`` (ids grow
     with time): each poll reads only the last seconds through the ``_id`` index. A count with a
@@ -286,7 +280,7 @@ class Landed:
         self.began = time.time()
 
     async def poll(self) -> int:
-        after = id_at(max(self.began, time.time() - self.WINDOW_S) - 1)
+        after = first_id_at(max(self.began, time.time() - self.WINDOW_S) - 1)
         async for doc in self.timeline.find(
             {"_id": {"$gt": after}}, {"created_at": 1, "channel_id": 1, "data.fields.ref": 1}
         ):
